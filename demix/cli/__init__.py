@@ -1,0 +1,45 @@
+"""The Typer app: one small module per command, errors translated once in ``console``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from demix import __version__
+from demix.cli.evaluate import evaluate
+from demix.cli.ica import ica
+from demix.cli.mix import mix
+
+app = typer.Typer(
+    name="demix",
+    help="Classical blind audio source separation: mix, separate (ICA), evaluate.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.command(no_args_is_help=True)(mix)
+app.command(no_args_is_help=True)(ica)
+app.command("eval", no_args_is_help=True)(evaluate)
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"demix {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_show_version, is_eager=True, help="Show the version and exit."),
+    ] = False,
+) -> None:
+    """Classical blind audio source separation: mix, separate, evaluate."""
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

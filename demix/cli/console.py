@@ -1,0 +1,123 @@
+"""What the CLI shows: one error line, warnings, progress bars and result tables.
+
+stdout carries results (a table, or only JSON with ``--json``); stderr carries everything else.
+Exceptions are translated here, once: :class:`DemixError` becomes one red line and its exit code.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, ParamSpec, TypeVar
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from demix.errors import DemixError
+from demix.types import Callback, IterInfo
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+EXIT_NOT_CONVERGED = 3
+EXIT_BATCH_FAILED = 4
+
+
+@dataclass(frozen=True)
+class Reporter:
+    """Output policy of one command run, from ``--json``, ``--quiet`` and ``--verbose``."""
+
+    json_mode: bool = False
+    quiet: bool = False
+    verbose: bool = False
+
+    @functools.cached_property
+    def err(self) -> Console:
+        return Console(stderr=True, highlight=False)
+
+    @functools.cached_property
+    def out(self) -> Console:
+        return Console(highlight=False)
+
+    def info(self, message: str) -> None:
+        """A detail shown only with ``--verbose``."""
+        if self.verbose and not self.quiet:
+            self.err.print(f"[dim]{escape(message)}[/dim]")
+
+    def warn(self, message: str) -> None:
+        if not self.quiet:
+            self.err.print(f"[yellow]warning:[/yellow] {escape(message)}")
+
+    def error(self, message: str) -> None:
+        self.err.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
+
+    def emit_json(self, payload: Any) -> None:
+        sys.stdout.write(json.dumps(payload, indent=2, allow_nan=False) + "\n")
+
+    @property
+    def shows_tables(self) -> bool:
+        return not (self.json_mode or self.quiet)
+
+    @contextmanager
+    def progress(self, label: str) -> Iterator[Callable[[str], Callback]]:
+        """Yield a factory of per-input callbacks driving a rich bar (hidden off a TTY or quiet)."""
+        bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total} it"),
+            TimeElapsedColumn(),
+            console=self.err,
+            transient=True,
+            disable=self.quiet or not self.err.is_terminal,
+        )
+
+        def for_input(name: str) -> Callback:
+            task = bar.add_task(f"{label} {name}", total=None)
+
+            def update(info: IterInfo) -> None:
+                bar.update(task, completed=info.iteration, total=info.max_iter)
+
+            return update
+
+        with bar:
+            yield for_input
+
+
+def handle_errors(verbose_arg: str = "verbose") -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Translate exceptions once: DemixError → its exit code, anything else → exit 1.
+
+    A traceback is printed only when the command's ``verbose_arg`` keyword is true.
+    """
+
+    def decorate(command: Callable[P, R]) -> Callable[P, R]:
+        @functools.wraps(command)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            reporter = Reporter(verbose=bool(kwargs.get(verbose_arg)))
+            try:
+                return command(*args, **kwargs)
+            except (typer.Exit, typer.Abort):
+                raise
+            except DemixError as exc:
+                if reporter.verbose:
+                    traceback.print_exc()
+                reporter.error(str(exc))
+                raise typer.Exit(exc.exit_code) from None
+            except KeyboardInterrupt:
+                reporter.error("interrupted")
+                raise typer.Exit(130) from None
+            except Exception as exc:
+                if reporter.verbose:
+                    traceback.print_exc()
+                reporter.error(f"internal error: {type(exc).__name__}: {exc} (run with -v for details)")
+                raise typer.Exit(1) from None
+
+        return wrapper
+
+    return decorate

@@ -1,0 +1,104 @@
+"""The part every separating command shares: expand inputs, run the pipeline, render, exit code."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from demix.cli.console import EXIT_BATCH_FAILED, EXIT_NOT_CONVERGED, Reporter
+from demix.errors import DemixError
+from demix.inputs import expand_inputs, run_folders
+from demix.pipeline import Method, WriteOptions, separate_batch
+
+
+def run_separation(
+    command: str,
+    params: dict[str, Any],
+    method: Method,
+    specs: list[str],
+    out: Path,
+    options: WriteOptions,
+    reporter: Reporter,
+    *,
+    strict: bool,
+) -> None:
+    """Separate every input, print the results, and exit with DESIGN's code for the outcome."""
+    inputs = expand_inputs(specs)
+    folders = run_folders(inputs, out)
+    params = {
+        **params,
+        "ref_channel": options.ref_channel,
+        "scale": options.scale,
+        "format": options.fmt,
+        "subtype": options.subtype,
+        "sr": options.sample_rate,
+    }
+
+    def on_done(path: Path, outcome: dict[str, Any] | DemixError) -> None:
+        if isinstance(outcome, DemixError):
+            reporter.error(f"{path}: {outcome}")
+            return
+        for message in outcome.get("warnings", []):
+            reporter.warn(f"{path}: {message}")
+        if reporter.shows_tables:
+            _show_run(reporter, path, folders[inputs.index(path)], outcome)
+
+    with reporter.progress(command) as bar:
+        result = separate_batch(
+            command,
+            params,
+            method,
+            inputs,
+            folders,
+            options,
+            callback=bar(inputs[0].name) if len(inputs) == 1 else None,
+            on_done=on_done,
+        )
+    if reporter.json_mode:
+        if len(inputs) == 1:
+            reporter.emit_json(result.manifests[0])
+        else:
+            reporter.emit_json(
+                {
+                    "runs": result.manifests,
+                    "summary": _summary(result.manifests, result.failures),
+                }
+            )
+    if len(inputs) > 1 and reporter.shows_tables:
+        reporter.out.print(f"{len(result.manifests)} of {len(inputs)} input(s) separated into {out}")
+    if result.failures:
+        raise typer.Exit(EXIT_BATCH_FAILED if result.manifests else result.failures[0][1].exit_code)
+    if strict and not all(m["convergence"]["converged"] for m in result.manifests):
+        reporter.error("did not converge (--strict); raise --max-iter or --tol")
+        raise typer.Exit(EXIT_NOT_CONVERGED)
+
+
+def _summary(manifests: list[dict[str, Any]], failures: list[tuple[str, DemixError]]) -> dict[str, Any]:
+    return {
+        "succeeded": [m["inputs"][0]["path"] for m in manifests],
+        "failed": [{"path": path, "error": str(exc)} for path, exc in failures],
+    }
+
+
+def _show_run(reporter: Reporter, path: Path, folder: Path, manifest: dict[str, Any]) -> None:
+    conv = manifest["convergence"]
+    state = "converged" if conv["converged"] else "[yellow]not converged[/yellow]"
+    table = Table(title=f"{path} → {folder}/", title_justify="left", show_edge=False)
+    for column in ("file", "rms", "peak", "kurtosis"):
+        table.add_column(column, justify="left" if column == "file" else "right")
+    for entry in manifest["outputs"]:
+        kurt = entry.get("kurtosis")
+        table.add_row(
+            entry["file"],
+            f"{entry['rms']:.4f}",
+            f"{entry['peak']:.3f}",
+            "" if kurt is None else f"{kurt:.2f}",
+        )
+    reporter.out.print(table)
+    reporter.out.print(
+        f"{state} in {conv['n_iter']} iteration(s); gain {manifest['gain']:.3f}; "
+        f"{sum(manifest['timings'].values()):.2f} s"
+    )

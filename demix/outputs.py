@@ -1,0 +1,111 @@
+"""Run folders that are either finished or absent: staged writes, manifest last, no leftovers.
+
+Every output of a run is first written under a hidden staged name inside the run folder. Only
+when all of them are written are they renamed into place, and the manifest goes last, so a
+folder with a ``demix.json`` is a finished run. If anything fails, the staged files are removed
+and a folder demix created is removed again; existing files are touched only with ``--force``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from demix.errors import OutputError
+
+MANIFEST = "demix.json"
+
+
+def check_run_folder(folder: Path, *, force: bool, inputs: Iterable[Path]) -> None:
+    """Refuse, before any work, a run folder that would replace results or inputs.
+
+    Without ``force`` the folder must be absent or empty; with it, an existing folder is reused,
+    but never when an input file lies inside it (its old outputs are deleted when replaced).
+    """
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(f"output {folder} exists and is not a folder")
+    if not folder.exists() or not any(folder.iterdir()):
+        return
+    if not force:
+        raise OutputError(
+            f"output folder {folder} already exists and is not empty; use --force to replace it"
+        )
+    root = folder.resolve()
+    for item in inputs:
+        if root in item.resolve().parents:
+            raise OutputError(
+                f"input {item} lies inside output folder {folder}; demix never writes over an input"
+            )
+
+
+class RunFolder:
+    """Context manager that stages a run's files and commits them together, manifest last."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._staged: list[tuple[Path, Path]] = []
+        self._created: Path | None = None
+
+    def __enter__(self) -> RunFolder:
+        missing = self.folder
+        while not missing.parent.exists():
+            missing = missing.parent
+        if not self.folder.exists():
+            self._created = missing
+        self.folder.mkdir(parents=True, exist_ok=True)
+        return self
+
+    def stage(self, name: str, writer: Callable[[Path], None]) -> Path:
+        """Call ``writer(tmp)`` for the output ``name`` (a path relative to the folder)."""
+        final = self.folder / name
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.with_name(f".{final.name}.part")
+        self._staged.append((tmp, final))
+        writer(tmp)
+        return final
+
+    def commit(self, manifest: dict[str, Any]) -> None:
+        """Replace the previous run's outputs by the staged ones, then write the manifest."""
+        old_manifest = self.folder / MANIFEST
+        stale = _outputs_of(old_manifest)
+        with contextlib.suppress(FileNotFoundError):
+            old_manifest.unlink()
+        for name in stale:
+            with contextlib.suppress(FileNotFoundError):
+                (self.folder / name).unlink()
+        for tmp, final in self._staged:
+            os.replace(tmp, final)
+        self._staged.clear()
+        tmp_manifest = self.folder / f".{MANIFEST}.part"
+        tmp_manifest.write_text(json.dumps(manifest, indent=2, allow_nan=False) + "\n")
+        os.replace(tmp_manifest, old_manifest)
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            return
+        for tmp, _ in self._staged:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+        if self._created is not None:
+            shutil.rmtree(self._created, ignore_errors=True)
+
+
+def _outputs_of(manifest_path: Path) -> list[str]:
+    """Files a previous run recorded (outputs and references), so ``--force`` removes stale ones."""
+    try:
+        old = json.loads(manifest_path.read_text())
+    except (FileNotFoundError, ValueError):
+        return []
+    names = [entry["file"] for entry in old.get("outputs", []) if isinstance(entry, dict)]
+    return [name for name in names if isinstance(name, str) and ".." not in Path(name).parts]
