@@ -83,7 +83,8 @@ def evaluate(reference: Side, estimate: Side, *, ref_channel: int = 0) -> Evalua
     """Match estimates to references on SIR and score every matched pair."""
     if reference.sample_rate != estimate.sample_rate:
         raise ParameterError(
-            f"references are at {reference.sample_rate} Hz but estimates at {estimate.sample_rate} Hz"
+            f"sample rates differ: references at {reference.sample_rate} Hz, "
+            f"estimates at {estimate.sample_rate} Hz"
         )
     notes: list[str] = []
     lengths = {len(s) for s in reference.signals + estimate.signals}
@@ -97,22 +98,11 @@ def evaluate(reference: Side, estimate: Side, *, ref_channel: int = 0) -> Evalua
         pairwise = metrics.bss_eval_pairwise(R, E)
         est_idx, ref_idx = metrics.match_sources(pairwise.sir)
         baseline = _mixture_baseline(reference, R, ref_channel)
+        scores = [
+            _score(reference, estimate, R, E, pairwise, baseline, i, j)
+            for j, i in sorted(zip(est_idx, ref_idx, strict=True), key=lambda pair: pair[1])
+        ]
     notes += sorted({str(w.message) for w in caught})
-
-    scores = []
-    for j, i in sorted(zip(est_idx, ref_idx, strict=True), key=lambda pair: pair[1]):
-        row = {
-            "reference": str(reference.files[i]),
-            "estimate": str(estimate.files[j]),
-            "sdr": pairwise.sdr[j, i],
-            "sir": pairwise.sir[j, i],
-            "sar": pairwise.sar[j, i],
-            "si_sdr": metrics.si_sdr(R[i], E[j]),
-        }
-        if baseline is not None:
-            row["sdri"] = row["sdr"] - baseline["sdr"][i]
-            row["si_sdri"] = row["si_sdr"] - baseline["si_sdr"][i]
-        scores.append(row)
     return Evaluation(
         scores=scores,
         unmatched_estimates=[str(estimate.files[j]) for j in range(len(E)) if j not in set(est_idx)],
@@ -122,6 +112,31 @@ def evaluate(reference: Side, estimate: Side, *, ref_channel: int = 0) -> Evalua
         n_samples=n,
         notes=notes,
     )
+
+
+def _score(
+    reference: Side,
+    estimate: Side,
+    R: np.ndarray,
+    E: np.ndarray,
+    pairwise: metrics.PairwiseScores,
+    baseline: dict[str, np.ndarray] | None,
+    i: int,
+    j: int,
+) -> dict[str, Any]:
+    """Scores of estimate ``j`` against its matched reference ``i``."""
+    row: dict[str, Any] = {
+        "reference": str(reference.files[i]),
+        "estimate": str(estimate.files[j]),
+        "sdr": pairwise.sdr[j, i],
+        "sir": pairwise.sir[j, i],
+        "sar": pairwise.sar[j, i],
+        "si_sdr": metrics.si_sdr(R[i], E[j]),
+    }
+    if baseline is not None:
+        row["sdri"] = row["sdr"] - baseline["sdr"][i]
+        row["si_sdri"] = row["si_sdr"] - baseline["si_sdr"][i]
+    return row
 
 
 def _mixture_baseline(reference: Side, R: np.ndarray, ref_channel: int) -> dict[str, np.ndarray] | None:
