@@ -1,0 +1,187 @@
+"""Centring, PCA reduction and whitening shared by the linear separation methods.
+
+Every linear method (FastICA, AMUSE, SOBI, …) starts the same way: remove the per-channel mean,
+diagonalise the channel covariance, keep the ``n_sources`` strongest principal directions and
+scale them to unit variance. This module does that once, with one rank policy:
+
+* ``n_sources=None`` on a rank-deficient mixture (silent or duplicated channels): reduce to the
+  rank and say so with a :class:`UserWarning`;
+* ``n_sources`` asked explicitly above the rank, more sources than channels, or every channel
+  silent: :class:`~demix.errors.ParameterError` with a one-line message.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from demix.errors import ParameterError
+
+#: An eigenvalue of the channel covariance counts towards the rank when it exceeds this fraction
+#: of the largest one (1e-10 in power is -100 dB: far below 16-bit quantisation noise, far above
+#: the ~1e-16 round-off that a duplicated channel leaves).
+RANK_RTOL = 1e-10
+
+#: Centring a constant channel of value ``m`` leaves round-off of a few ulps of ``|m|``; variance
+#: below ``(CENTRING_ULPS * eps * max|mean|)^2`` is that round-off, not signal.
+CENTRING_ULPS = 64
+
+
+@dataclass(frozen=True)
+class Whitening:
+    """The whitening transform of a mixture and the whitened data.
+
+    Attributes
+    ----------
+    whitened : ndarray, (n_sources, n_samples)
+        ``Z = K (X - mean)``, with identity covariance ``Z Z^T / n_samples``.
+    whitening : ndarray, (n_sources, n_channels)
+        ``K = D^{-1/2} E^T`` on the ``n_sources`` leading eigenpairs ``(D, E)`` of the covariance.
+    dewhitening : ndarray, (n_channels, n_sources)
+        ``K^+ = E D^{1/2}``; ``K K^+ = I``.
+    mean : ndarray, (n_channels, 1)
+        Per-channel mean removed before whitening.
+    rank : int
+        Numerical rank of the channel covariance (see :data:`RANK_RTOL`).
+    eigenvalues : ndarray, (n_channels,)
+        All covariance eigenvalues, in decreasing order.
+    """
+
+    whitened: np.ndarray
+    whitening: np.ndarray
+    dewhitening: np.ndarray
+    mean: np.ndarray
+    rank: int
+    eigenvalues: np.ndarray
+
+    @property
+    def n_sources(self) -> int:
+        return int(self.whitening.shape[0])
+
+
+def check_mixture(X: np.ndarray, *, min_samples: int = 2) -> np.ndarray:
+    """Validate a mixture and return it as a float64 ``(n_channels, n_samples)`` array.
+
+    Raises
+    ------
+    ParameterError
+        Not 2-D, complex, non-finite, no channel, or fewer than ``min_samples`` samples.
+    """
+    arr = np.asarray(X)
+    if arr.ndim != 2:
+        raise ParameterError(f"mixture: expected a 2-D array (n_channels, n_samples), got shape {arr.shape}")
+    if np.iscomplexobj(arr) or not np.issubdtype(arr.dtype, np.number):
+        raise ParameterError(f"mixture: expected real numbers, got dtype {arr.dtype}")
+    n_channels, n_samples = arr.shape
+    if n_channels < 1 or n_samples < min_samples:
+        raise ParameterError(
+            f"mixture: shape {arr.shape} is too small: expected at least 1 channel and {min_samples} samples"
+        )
+    arr = arr.astype(np.float64, copy=False)
+    if not np.all(np.isfinite(arr)):
+        raise ParameterError("mixture: contains NaN or infinite values")
+    return arr
+
+
+def whiten(X: np.ndarray, n_sources: int | None = None) -> Whitening:
+    """Centre, PCA-reduce and whiten a mixture.
+
+    With ``Xc = X - mean`` and the eigendecomposition ``Xc Xc^T / T = E D E^T`` (eigenvalues in
+    decreasing order), the whitening matrix keeps the ``n_sources`` leading eigenpairs:
+    ``K = D_n^{-1/2} E_n^T``, so ``Z = K Xc`` has identity covariance.
+
+    Parameters
+    ----------
+    X : ndarray, (n_channels, n_samples)
+        The mixture (validated with :func:`check_mixture`).
+    n_sources : int or None
+        Sources to keep; None means the numerical rank (``n_channels`` unless channels are
+        silent or duplicated, in which case a :class:`UserWarning` says so).
+
+    Returns
+    -------
+    Whitening
+
+    Raises
+    ------
+    ParameterError
+        ``n_sources`` not a positive integer, above ``n_channels`` (suggests ``demix nmf``), above
+        the rank, or every channel silent.
+    """
+    X = check_mixture(X)
+    n_channels, n_samples = X.shape
+    n_sources = _check_n_sources(n_sources, n_channels)
+
+    mean = X.mean(axis=1, keepdims=True)
+    Xc = X - mean
+    eigenvalues, E = np.linalg.eigh(Xc @ Xc.T / n_samples)
+    eigenvalues, E = eigenvalues[::-1], E[:, ::-1]
+    rank = numerical_rank(eigenvalues, mean)
+    if rank == 0:
+        raise ParameterError("mixture: every channel is silent or constant; nothing to separate")
+
+    if n_sources is None:
+        n_sources = rank
+        if rank < n_channels:
+            warnings.warn(
+                f"the mixture covariance has rank {rank} for {n_channels} channels (silent or "
+                f"duplicated channels); separating {rank} sources",
+                UserWarning,
+                stacklevel=3,
+            )
+    elif n_sources > rank:
+        raise ParameterError(
+            f"-n/--sources: {n_sources} requested but the mixture has rank {rank} "
+            f"({n_channels} channels, some silent or duplicated); expected at most {rank}"
+        )
+
+    E = _fix_signs(E[:, :n_sources])
+    d = eigenvalues[:n_sources]
+    K = (E / np.sqrt(d)).T
+    K_inv = E * np.sqrt(d)
+    return Whitening(
+        whitened=K @ Xc,
+        whitening=K,
+        dewhitening=K_inv,
+        mean=mean,
+        rank=rank,
+        eigenvalues=np.clip(eigenvalues, 0.0, None),
+    )
+
+
+def numerical_rank(eigenvalues: np.ndarray, mean: np.ndarray) -> int:
+    """Numerical rank of a channel covariance from its eigenvalues (any order) and the mean.
+
+    An eigenvalue counts when it exceeds both ``RANK_RTOL`` times the largest and the round-off
+    floor that centring leaves (see :data:`CENTRING_ULPS`); 0 means every channel is constant.
+    """
+    d_max = float(np.max(eigenvalues))
+    centring_floor = (CENTRING_ULPS * np.finfo(np.float64).eps * float(np.max(np.abs(mean)))) ** 2
+    floor = max(RANK_RTOL * d_max, centring_floor)
+    return int(np.count_nonzero(eigenvalues > floor)) if d_max > 0 else 0
+
+
+def _check_n_sources(n_sources: int | None, n_channels: int) -> int | None:
+    if n_sources is None:
+        return None
+    if isinstance(n_sources, bool) or not isinstance(n_sources, (int, np.integer)):
+        raise ParameterError(f"-n/--sources: expected a positive integer, got {n_sources!r}")
+    n_sources = int(n_sources)
+    if n_sources < 1:
+        raise ParameterError(f"-n/--sources: expected a positive integer, got {n_sources}")
+    if n_sources > n_channels:
+        raise ParameterError(
+            f"-n/--sources: {n_sources} sources from {n_channels} channels is underdetermined "
+            "for a linear unmixing (at most one source per channel); try `demix nmf`"
+        )
+    return n_sources
+
+
+def _fix_signs(E: np.ndarray) -> np.ndarray:
+    """Flip each column so that its largest-magnitude entry is positive (deterministic output)."""
+    idx = np.argmax(np.abs(E), axis=0)
+    signs = np.sign(E[idx, np.arange(E.shape[1])])
+    signs[signs == 0] = 1.0
+    return E * signs
