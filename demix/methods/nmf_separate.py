@@ -1,0 +1,377 @@
+r"""``demix nmf``: STFT → β-NMF → grouping → Wiener masks → inverse STFT.
+
+The mixture ``x`` ``(n_channels, n_samples)`` is turned into STFTs :math:`X_c` (librosa,
+``center=True``, Hann window). NMF factorises one magnitude spectrogram shared by the channels,
+:math:`V = \sqrt{\tfrac1C \sum_c |X_c|^2} \approx WH`; the components are grouped into
+sources :math:`\mathcal G_j` and each source gets the soft mask
+
+.. math::
+
+    M_j = \frac{(W_{\mathcal G_j} H_{\mathcal G_j})^p}{\sum_i (W_{\mathcal G_i} H_{\mathcal G_i})^p},
+    \qquad \hat S_{j,c} = M_j \odot X_c ,
+
+applied with the mixture phase to every channel, then inverted with ``length=n_samples``.
+The masks sum to one, so by linearity of the inverse STFT the sources sum back to the mixture
+(to float rounding). ``p = 2`` (the Wiener filter of Gaussian sources whose amplitudes are the
+model) measured 0.3-0.7 dB better than ``p = 1`` with the transient refinement on the
+benchmark songs, and within ±0.3 dB without it. NMF runs on the magnitude (β = 1 on
+magnitude is the usual choice for music); KL on the power spectrogram measured no better.
+
+Multichannel output: ``sources`` is ``(n_sources, n_samples)`` for mono input and
+``(n_sources, n_channels, n_samples)`` otherwise, each source as heard at every microphone;
+``mixing`` and ``unmixing`` are None (the model is not a linear mixture).
+
+References
+----------
+.. [1] C. Févotte, N. Bertin and J.-L. Durrieu, "Nonnegative matrix factorization with the
+   Itakura-Saito divergence: with application to music analysis", Neural Computation 21(3), 2009.
+.. [2] P. Smaragdis, B. Raj and M. Shashanka, "Supervised and semi-supervised separation of
+   sounds from single-channel mixtures", ICA 2007.
+.. [3] A. Liutkus and R. Badeau, "Generalized Wiener filtering with fractional power
+   spectrograms", ICASSP 2015.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from demix.errors import ParameterError
+from demix.methods.nmf import NMFResult, beta_nmf
+from demix.methods.nmf_grouping import Grouping, check_grouping, group_components, split_transients
+from demix.types import Callback, Separation
+
+__all__ = ["MASK_POWER", "learn_bases", "nmf_separate", "nmf_separate_supervised"]
+
+MASK_POWER = 2.0
+
+
+def _check_int(name: str, value: object, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
+        raise ParameterError(f"{name} must be an integer >= {low}, got {value!r}")
+    return int(value)
+
+
+def _check_signal(X: object, sample_rate: object, n_fft: object, hop: object) -> np.ndarray:
+    """Validated ``(n_channels, n_samples)`` float64 copy of the mixture."""
+    _check_int("sample_rate", sample_rate, 1)
+    n_fft = _check_int("n_fft", n_fft, 16)
+    hop = _check_int("hop", hop, 1)
+    if hop > n_fft // 2:
+        raise ParameterError(f"hop must be at most n_fft // 2 = {n_fft // 2}, got {hop}")
+    arr = np.asarray(X)
+    if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
+        raise ParameterError(
+            f"the mixture must be a real (n_channels, n_samples) array, got shape {arr.shape}"
+        )
+    if arr.shape[1] < n_fft:
+        raise ParameterError(
+            f"the input has {arr.shape[1]} samples, shorter than one frame (n_fft={n_fft}); "
+            "use a longer file or a smaller n_fft"
+        )
+    if not np.all(np.isfinite(arr)):
+        raise ParameterError("the mixture contains NaN or inf samples")
+    if not np.any(arr):
+        raise ParameterError("the input is silent (all samples are zero): nothing to separate")
+    return np.asarray(arr, dtype=np.float64)
+
+
+def _stft(X: np.ndarray, n_fft: int, hop: int) -> np.ndarray:
+    import librosa
+
+    return np.asarray(librosa.stft(X, n_fft=n_fft, hop_length=hop, center=True))
+
+
+def _magnitude(S: np.ndarray) -> np.ndarray:
+    """Channel-RMS magnitude spectrogram ``(n_freqs, n_frames)`` of ``S`` ``(C, F, N)``."""
+    P = np.einsum("cfn,cfn->fn", S.real, S.real) + np.einsum("cfn,cfn->fn", S.imag, S.imag)
+    return np.sqrt(P / S.shape[0])
+
+
+def _masked_sources(
+    S: np.ndarray, models: list[np.ndarray], n_fft: int, hop: int, n_samples: int
+) -> np.ndarray:
+    """Inverse STFT of every channel under every soft mask: ``(n_sources, C, n_samples)``."""
+    import librosa
+
+    powered = [np.power(m, MASK_POWER) for m in models]
+    total = np.sum(powered, axis=0)
+    np.maximum(total, np.finfo(np.float64).tiny, out=total)
+    out = np.empty((len(models), S.shape[0], n_samples))
+    for j, pj in enumerate(powered):
+        out[j] = librosa.istft(S * (pj / total), hop_length=hop, n_fft=n_fft, length=n_samples)
+    return out
+
+
+def _shape_sources(sources: np.ndarray, n_channels: int) -> np.ndarray:
+    return sources[:, 0, :] if n_channels == 1 else sources
+
+
+def _divergence_record(res: NMFResult, beta: float) -> dict[str, Any]:
+    return {
+        "beta": beta,
+        "divergence_first": res.divergences[0],
+        "divergence_last": res.divergences[-1],
+        "objective_last": res.objectives[-1],
+    }
+
+
+def _source_diagnostics(grouping: Grouping) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": name,
+            "components": list(group),
+            "features": [grouping.features[i] for i in group],
+        }
+        for name, group in zip(grouping.names, grouping.groups, strict=True)
+    ]
+
+
+def _group_models(
+    res: NMFResult, grouping: Grouping, refine: bool, sample_rate: int, hop: int
+) -> tuple[list[np.ndarray], dict[str, Any] | None]:
+    """Model spectrogram of every group, with the transient refinement when asked."""
+    W, H = res.W, res.H
+    if not refine:
+        return [W[:, g] @ H[g] for g in grouping.groups], None
+    perc, harm = grouping.groups
+    sustained, transient, width = split_transients(H[harm], sample_rate, hop)
+    moved = W[:, harm] @ transient
+    models = [W[:, perc] @ H[perc] + moved, W[:, harm] @ sustained]
+    total = float(np.sum(W[:, harm] @ H[harm]))
+    info = {"median_frames": width, "moved_fraction": float(moved.sum()) / total}
+    return models, info
+
+
+def nmf_separate(
+    X: np.ndarray,
+    sample_rate: int,
+    *,
+    n_components: int = 16,
+    n_sources: int = 2,
+    beta: float = 1.0,
+    n_fft: int = 2048,
+    hop: int = 512,
+    max_iter: int = 200,
+    tol: float = 1e-4,
+    seed: int = 0,
+    init: str = "random",
+    group: str = "percussive-harmonic",
+    sparsity: float = 0.0,
+    refine_transients: bool = True,
+    callback: Callback | None = None,
+) -> Separation:
+    """Separate a mixture by NMF of its spectrogram and soft masks of component groups.
+
+    Parameters
+    ----------
+    X : ndarray, (n_channels, n_samples)
+        The mixture (the module docstring says how channels are handled).
+    sample_rate : int
+        In Hz; sets the grouping's filter widths.
+    n_components : int
+        NMF rank ``k`` (at least ``n_sources``).
+    n_sources : int
+        Number of output sources (2 for ``percussive-harmonic``, ``k`` for ``none``).
+    beta : float
+        β of the divergence (1: KL on the magnitude spectrogram, the usual choice).
+    n_fft, hop : int
+        STFT frame and hop lengths in samples (``hop <= n_fft // 2``).
+    max_iter, tol, seed, init, sparsity, callback
+        Passed to :func:`demix.methods.nmf.beta_nmf`; ``seed`` also seeds the grouping.
+    group : {"percussive-harmonic", "timbre", "none"}
+        How components become sources (:mod:`demix.methods.nmf_grouping`).
+    refine_transients : bool
+        With ``percussive-harmonic``: the transient part of the harmonic components'
+        activations (:func:`~demix.methods.nmf_grouping.split_transients`) goes to the
+        percussive model. Drum energy that note bases absorbed at the hits then lands in the
+        percussive source; on the benchmark song this raises the harmonic SDR by ~2-4 dB.
+
+    Returns
+    -------
+    Separation
+        ``sources`` ``(n_sources, n_samples)`` (mono) or ``(n_sources, n_channels, n_samples)``,
+        summing to the mixture; ``mixing`` and ``unmixing`` None; ``names`` from the grouping;
+        ``diagnostics`` with the components and features of every source and the divergence.
+    """
+    x = _check_signal(X, sample_rate, n_fft, hop)
+    k = _check_int("n_components", n_components, 1)
+    n = _check_int("n_sources", n_sources, 1)
+    if k < n:
+        raise ParameterError(
+            f"-k/--components {k} must be at least -n/--sources {n}: every source needs a component"
+        )
+    check_grouping(group, n, k)
+    S = _stft(x, n_fft, hop)
+    res = beta_nmf(
+        _magnitude(S), k, beta=beta, max_iter=max_iter, tol=tol, init=init, seed=seed,
+        sparsity=sparsity, callback=callback,
+    )  # fmt: skip
+    grouping = group_components(
+        res.W, res.H, n, group, sample_rate=sample_rate, n_fft=n_fft, hop=hop, seed=seed
+    )
+    models, refinement = _group_models(
+        res, grouping, refine_transients and group == "percussive-harmonic", sample_rate, hop
+    )
+    sources = _masked_sources(S, models, n_fft, hop, x.shape[1])
+    diagnostics = {
+        "method": "nmf",
+        "n_components": k,
+        **_divergence_record(res, float(beta)),
+        "group": group,
+        "grouping_rule": grouping.rule,
+        "spectrogram": "magnitude (channel RMS)",
+        "mask_power": MASK_POWER,
+        "n_fft": n_fft,
+        "hop": hop,
+        "sparsity": float(sparsity),
+        "transient_refinement": refinement,
+        "sources": _source_diagnostics(grouping),
+    }
+    return Separation(
+        sources=_shape_sources(sources, x.shape[0]),
+        mixing=None,
+        unmixing=None,
+        n_iter=res.n_iter,
+        converged=res.converged,
+        final_change=float(res.final_change),
+        diagnostics=diagnostics,
+        names=grouping.names,
+    )
+
+
+def learn_bases(
+    X: np.ndarray,
+    sample_rate: int,
+    *,
+    n_components: int,
+    beta: float = 1.0,
+    n_fft: int = 2048,
+    hop: int = 512,
+    max_iter: int = 200,
+    tol: float = 1e-4,
+    seed: int = 0,
+    init: str = "random",
+    sparsity: float = 0.0,
+    callback: Callback | None = None,
+) -> np.ndarray:
+    """Learn spectral bases of one source from an isolated recording of it.
+
+    Parameters are those of :func:`nmf_separate` (``sample_rate`` is only validated: bases are
+    tied to ``n_fft`` and to the rate they were learnt at, which the caller must store).
+
+    Returns
+    -------
+    ndarray, (n_fft // 2 + 1, n_components)
+        Non-negative bases with unit L2 norm, for :func:`nmf_separate_supervised`.
+    """
+    x = _check_signal(X, sample_rate, n_fft, hop)
+    k = _check_int("n_components", n_components, 1)
+    res = beta_nmf(
+        _magnitude(_stft(x, n_fft, hop)), k, beta=beta, max_iter=max_iter, tol=tol, init=init,
+        seed=seed, sparsity=sparsity, callback=callback,
+    )  # fmt: skip
+    return res.W
+
+
+def _check_bases(bases: object, n_freqs: int) -> tuple[list[str], np.ndarray, list[int]]:
+    """Labels, stacked fixed bases and the number of columns of each label."""
+    if not isinstance(bases, Mapping) or not bases:
+        raise ParameterError("bases must be a non-empty mapping of label -> (n_freqs, k) array")
+    labels, blocks = [], []
+    for label, W in bases.items():
+        arr = np.asarray(W, dtype=np.float64)
+        if not isinstance(label, str) or not label:
+            raise ParameterError(f"every bases label must be a non-empty string, got {label!r}")
+        if arr.ndim != 2 or arr.shape[0] != n_freqs or arr.shape[1] < 1:
+            raise ParameterError(
+                f"bases[{label!r}] has shape {arr.shape}; expected ({n_freqs}, k) for "
+                f"n_fft={2 * (n_freqs - 1)}"
+            )
+        if not np.all(np.isfinite(arr)) or arr.min() < 0:
+            raise ParameterError(f"bases[{label!r}] must be finite and non-negative")
+        labels.append(label)
+        blocks.append(arr)
+    return labels, np.concatenate(blocks, axis=1), [b.shape[1] for b in blocks]
+
+
+def nmf_separate_supervised(
+    X: np.ndarray,
+    sample_rate: int,
+    *,
+    bases: Mapping[str, np.ndarray],
+    n_free: int = 0,
+    beta: float = 1.0,
+    n_fft: int = 2048,
+    hop: int = 512,
+    max_iter: int = 200,
+    tol: float = 1e-4,
+    seed: int = 0,
+    sparsity: float = 0.0,
+    callback: Callback | None = None,
+) -> Separation:
+    """Separate with fixed, pre-learnt bases per source (and optional free ones).
+
+    Only the activations (and ``n_free`` extra bases, which model whatever the given bases
+    cannot) are learnt; each label's components form one source, the free ones ``residual``.
+
+    Parameters
+    ----------
+    X : ndarray, (n_channels, n_samples)
+        The mixture.
+    sample_rate : int
+        In Hz (should be the rate the bases were learnt at).
+    bases : mapping of str to ndarray, (n_fft // 2 + 1, k_label)
+        Bases from :func:`learn_bases`, by source label (labels become the source names).
+    n_free : int
+        Number of free components; they make an extra source named ``residual``.
+    beta, n_fft, hop, max_iter, tol, seed, sparsity, callback
+        As in :func:`nmf_separate`.
+
+    Returns
+    -------
+    Separation
+        As :func:`nmf_separate`, names ``(*bases, "residual" if n_free > 0)``.
+    """
+    x = _check_signal(X, sample_rate, n_fft, hop)
+    n_free = _check_int("n_free", n_free, 0)
+    labels, W_fixed, sizes = _check_bases(bases, n_fft // 2 + 1)
+    if n_free > 0 and "residual" in labels:
+        raise ParameterError("the label 'residual' is reserved for the free components")
+    S = _stft(x, n_fft, hop)
+    k = W_fixed.shape[1] + n_free
+    res = beta_nmf(
+        _magnitude(S), k, beta=beta, max_iter=max_iter, tol=tol, seed=seed, sparsity=sparsity,
+        W_fixed=W_fixed, n_free=n_free, callback=callback,
+    )  # fmt: skip
+    edges = np.cumsum([0, *sizes, n_free])
+    groups = [list(range(edges[i], edges[i + 1])) for i in range(len(edges) - 1)]
+    if n_free == 0:
+        groups = groups[:-1]
+    names = tuple(labels) + (("residual",) if n_free > 0 else ())
+    models = [res.W[:, g] @ res.H[g] for g in groups]
+    sources = _masked_sources(S, models, n_fft, hop, x.shape[1])
+    diagnostics = {
+        "method": "nmf-supervised",
+        "n_components": k,
+        "n_free": n_free,
+        **_divergence_record(res, float(beta)),
+        "spectrogram": "magnitude (channel RMS)",
+        "mask_power": MASK_POWER,
+        "n_fft": n_fft,
+        "hop": hop,
+        "sparsity": float(sparsity),
+        "sources": [{"name": nm, "components": g} for nm, g in zip(names, groups, strict=True)],
+    }
+    return Separation(
+        sources=_shape_sources(sources, x.shape[0]),
+        mixing=None,
+        unmixing=None,
+        n_iter=res.n_iter,
+        converged=res.converged,
+        final_change=float(res.final_change),
+        diagnostics=diagnostics,
+        names=names,
+    )
