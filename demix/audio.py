@@ -108,6 +108,15 @@ def write_audio(
     sf.write(path, data.T, sample_rate, subtype=subtype, format=fmt.upper())
 
 
+def probe(path: str | Path) -> tuple[int, int, int]:
+    """Sample rate, channels and frames of an audio file, from its header (no samples read)."""
+    try:
+        info = sf.info(str(path))
+    except (sf.LibsndfileError, RuntimeError) as exc:
+        raise AudioError(f"{path}: not a readable audio file ({exc})") from None
+    return int(info.samplerate), int(info.channels), int(info.frames)
+
+
 def sha256(path: str | Path) -> str:
     """Hex SHA-256 of a file, read in blocks so long recordings do not fill memory."""
     digest = hashlib.sha256()

@@ -1,4 +1,4 @@
-"""Turn what the user typed (files, folders, globs) into a list of inputs and their run folders."""
+"""Turn what the user typed (files, folders, globs, URLs) into a list of inputs and their run folders."""
 
 from __future__ import annotations
 
@@ -6,41 +6,87 @@ import glob
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Protocol
 
 from demix.audio import AUDIO_EXTENSIONS
 from demix.errors import ParameterError
+from demix.fetch import check_url, looks_like_url
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+Input = Path | str
+"""A local audio file, or an http(s) URL (kept as ``str``) that the pipeline fetches at load time."""
+
+
+class Named(Protocol):
+    """Anything with a file-name stem: a Path, or a fetched URL's media (title and id)."""
+
+    @property
+    def stem(self) -> str: ...
 
 
 def expand_inputs(specs: Sequence[str]) -> list[Path]:
     """Expand files, folders (recursively, audio extensions only) and glob patterns, in order.
 
-    A spec that names nothing is an error, so a typo never silently shrinks a batch.
+    A spec that names nothing is an error, so a typo never silently shrinks a batch. URLs are
+    refused here: the callers of this function read local files only.
     """
     found: list[Path] = []
     for spec in specs:
-        path = Path(spec)
-        if path.is_dir():
-            matches = sorted(p for p in path.rglob("*") if p.is_file() and _is_audio(p))
-            if not matches:
-                raise ParameterError(f"folder {spec} holds no audio files ({_extensions()})")
-        elif path.is_file():
-            matches = [path]
-        elif glob.has_magic(spec):
-            matches = sorted(Path(p) for p in glob.glob(spec, recursive=True) if _is_audio(Path(p)))
-            if not matches:
-                raise ParameterError(f"pattern {spec!r} matches no audio files")
-        else:
-            raise ParameterError(f"input {spec}: no such file or folder")
+        if _is_url(spec):
+            raise ParameterError(f"input {spec}: this command reads local files; use `demix fetch` first")
+        found.extend(m for m in _expand(spec) if m not in found)
+    if not found:
+        raise ParameterError("no input given")
+    return found
+
+
+def expand_sources(specs: Sequence[str]) -> list[Input]:
+    """Like :func:`expand_inputs`, but an http(s) URL passes through as a ``str`` input.
+
+    Other schemes (``file:``, ``ftp:`` …) are refused, so a URL never reads a local file by
+    another road and never reaches anything but the one network module.
+    """
+    found: list[Input] = []
+    for spec in specs:
+        matches: list[Input] = [check_url(spec)] if _is_url(spec) else list(_expand(spec))
         found.extend(m for m in matches if m not in found)
     if not found:
         raise ParameterError("no input given")
     return found
 
 
-def run_folders(inputs: Sequence[Path], out: Path) -> list[Path]:
-    """One input: ``out`` itself. Several: ``out/<stem>/``, with ``_2``, ``_3`` … on a clash."""
+def label(item: Input) -> str:
+    """How an input is shown in progress bars: a file's name, or the URL."""
+    return item.name if isinstance(item, Path) else item
+
+
+def _expand(spec: str) -> list[Path]:
+    path = Path(spec)
+    if path.is_dir():
+        matches = sorted(p for p in path.rglob("*") if p.is_file() and _is_audio(p))
+        if not matches:
+            raise ParameterError(f"folder {spec} holds no audio files ({_extensions()})")
+        return matches
+    if path.is_file():
+        return [path]
+    if glob.has_magic(spec):
+        matches = sorted(Path(p) for p in glob.glob(spec, recursive=True) if _is_audio(Path(p)))
+        if not matches:
+            raise ParameterError(f"pattern {spec!r} matches no audio files")
+        return matches
+    raise ParameterError(f"input {spec}: no such file or folder")
+
+
+def _is_url(spec: str) -> bool:
+    return looks_like_url(spec) and not Path(spec).exists()
+
+
+def run_folders(inputs: Sequence[Named], out: Path) -> list[Path]:
+    """One input: ``out`` itself. Several: ``out/<stem>/``, with ``_2``, ``_3`` … on a clash.
+
+    A URL's stem is its title and id (:attr:`demix.fetch.Media.stem`), known once it is fetched.
+    """
     if len(inputs) == 1:
         return [out]
     taken: set[str] = set()

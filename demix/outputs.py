@@ -101,6 +101,18 @@ class RunFolder:
             shutil.rmtree(self._created, ignore_errors=True)
 
 
+def write_atomically(path: Path, writer: Callable[[Path], object]) -> None:
+    """Write one file outside a run folder: ``writer(tmp)`` beside ``path``, then rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.part")
+    try:
+        writer(tmp)
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
 def _outputs_of(manifest_path: Path) -> list[str]:
     """Files a previous run recorded (outputs and references), so ``--force`` removes stale ones."""
     try:

@@ -12,12 +12,14 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from demix import audio
-from demix.errors import DemixError, ParameterError
+from demix.errors import DemixError, FetchError, ParameterError
+from demix.fetch import Log, ProgressHook, fetch_audio, url_stem
+from demix.inputs import Input, Named, run_folders
 from demix.manifest import clean, input_record, matrix, new_manifest, output_record
 from demix.mixing import mix, random_mixing
 from demix.outputs import RunFolder, check_run_folder
@@ -57,21 +59,56 @@ class BatchResult:
     failures: list[tuple[str, DemixError]] = field(default_factory=list)
 
 
+def plan_folders(
+    inputs: Sequence[Input],
+    out: Path,
+    options: WriteOptions,
+    *,
+    progress: ProgressHook | None = None,
+    log: Log | None = None,
+) -> list[Path]:
+    """Run folders for ``inputs``, with every URL input fetched into the cache first.
+
+    One input: ``out``, checked before anything is downloaded. Several: ``out/<stem>/``, where a
+    URL's stem is its title and id, known only once fetched. In a batch, a URL that cannot be
+    fetched is named from its address and fails, with its message, when the batch reaches it.
+    """
+    options.validate()
+    if len(inputs) == 1:
+        check_run_folder(out, force=options.force, inputs=_local(inputs))
+    named: list[Named] = []
+    for item in inputs:
+        if isinstance(item, Path):
+            named.append(item)
+            continue
+        try:
+            named.append(fetch_audio(item, progress=progress, log=log).media)
+        except FetchError:
+            if len(inputs) == 1:
+                raise
+            named.append(_Stem(url_stem(item)))
+    return run_folders(named, out)
+
+
+class _Stem(NamedTuple):
+    stem: str
+
+
 def separate_batch(
     command: str,
     params: dict[str, Any],
     method: Method,
-    inputs: Sequence[Path],
+    inputs: Sequence[Input],
     folders: Sequence[Path],
     options: WriteOptions,
     *,
     callback: Callback | None = None,
-    on_done: Callable[[Path, dict[str, Any] | DemixError], None] | None = None,
+    on_done: Callable[[Input, dict[str, Any] | DemixError], None] | None = None,
 ) -> BatchResult:
     """Separate each input into its folder; every folder is checked before any work starts."""
     options.validate()
     for folder in folders:
-        check_run_folder(folder, force=options.force, inputs=inputs)
+        check_run_folder(folder, force=options.force, inputs=_local(inputs))
     result = BatchResult()
     for path, folder in zip(inputs, folders, strict=True):
         try:
@@ -93,16 +130,16 @@ def separate_file(
     command: str,
     params: dict[str, Any],
     method: Method,
-    path: Path,
+    path: Input,
     folder: Path,
     options: WriteOptions,
     *,
     callback: Callback | None = None,
 ) -> dict[str, Any]:
-    """Run one input through the pipeline and return the manifest written to ``folder``."""
+    """Run one input (a file, or a URL read through the cache); return the manifest written to ``folder``."""
     timings: dict[str, float] = {}
     tic = time.perf_counter()
-    signal = audio.read_audio(path, sample_rate=options.sample_rate)
+    signal, record = _load(path, options.sample_rate)
     if not 0 <= options.ref_channel < signal.n_channels:
         raise ParameterError(
             f"--ref-channel {options.ref_channel} is out of range: {path} has {signal.n_channels} channel(s)"
@@ -116,15 +153,17 @@ def separate_file(
     timings["separate_s"] = time.perf_counter() - tic
 
     manifest = new_manifest(command, params)
-    manifest["inputs"] = [input_record(path, signal)]
+    manifest["inputs"] = [record]
     sources, model = _physical_sources(separation, options)
     gain = 1.0 if options.scale == "unit" else run_gain([sources])
     names = separation.names or tuple(f"source_{i + 1}" for i in range(len(sources)))
+    # Multichannel sources (n_sources, n_channels, n_samples): kurtosis of their channel mean.
+    kurtosis = excess_kurtosis(sources if sources.ndim == 2 else sources.mean(axis=1))
 
     tic = time.perf_counter()
     outputs = []
     with RunFolder(folder) as run:
-        for name, source, kurt in zip(names, sources, excess_kurtosis(sources), strict=True):
+        for name, source, kurt in zip(names, sources, kurtosis, strict=True):
             written = source * gain
             file = f"{name}.{options.fmt}"
             _stage_audio(run, file, written, signal.sample_rate, options)
@@ -146,6 +185,20 @@ def separate_file(
         manifest = clean(manifest)
         run.commit(manifest)
     return manifest
+
+
+def _load(item: Input, sample_rate: int | None) -> tuple[Signal, dict[str, Any]]:
+    """Read a file, or fetch a URL (a cache hit once fetched) and read its WAV; and its record."""
+    if isinstance(item, Path):
+        signal = audio.read_audio(item, sample_rate=sample_rate)
+        return signal, input_record(item, signal)
+    fetched = fetch_audio(item)
+    signal = audio.read_audio(fetched.path, sample_rate=sample_rate)
+    return signal, {**input_record(fetched.path, signal), **fetched.media.record()}
+
+
+def _local(inputs: Sequence[Input]) -> list[Path]:
+    return [item for item in inputs if isinstance(item, Path)]
 
 
 def _stage_audio(run: RunFolder, file: str, data: np.ndarray, rate: int, options: WriteOptions) -> None:

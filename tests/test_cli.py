@@ -127,7 +127,9 @@ def test_mono_input_suggests_nmf(tmp_path: Path) -> None:
 def test_duplicated_channel_is_reduced_with_a_warning(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     s = rng.laplace(size=(2, 16000))
-    path = write_wav(tmp_path / "dup.wav", np.stack([s[0] + 0.5 * s[1], s[1] - 0.3 * s[0], s[0] + 0.5 * s[1]]) / 8)
+    path = write_wav(
+        tmp_path / "dup.wav", np.stack([s[0] + 0.5 * s[1], s[1] - 0.3 * s[0], s[0] + 0.5 * s[1]]) / 8
+    )
     code, _, err = run("ica", path, "-o", tmp_path / "o")
     assert code == 0, err
     assert "warning" in err
@@ -243,13 +245,21 @@ def test_installed_console_script(mixdir: Path, tmp_path: Path) -> None:
     env = {**os.environ, "NO_COLOR": "1"}
     done = subprocess.run([script, "--help"], capture_output=True, text=True, env=env, timeout=60)
     assert done.returncode == 0 and "ica" in done.stdout
-    probe = "import sys, demix.cli; print(sorted(m for m in ('librosa', 'scipy.optimize', 'yt_dlp') if m in sys.modules))"
+    heavy = "('librosa', 'scipy.optimize', 'yt_dlp')"
+    probe = f"import sys, demix.cli; print(sorted(m for m in {heavy} if m in sys.modules))"
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert done.stdout.strip() == "[]"
     done = subprocess.run(
-        [script, "ica", mixdir / "mixture.wav", "-o", tmp_path / "o", "-q"], capture_output=True, text=True, env=env
+        [script, "ica", mixdir / "mixture.wav", "-o", tmp_path / "o", "-q"],
+        capture_output=True,
+        text=True,
+        env=env,
     )
     assert done.returncode == 0 and done.stdout == ""
-    done = subprocess.run([sys.executable, "-m", "demix", "ica", "nope.wav", "-o", tmp_path / "x"], capture_output=True,
-                          text=True, env=env)
+    done = subprocess.run(
+        [sys.executable, "-m", "demix", "ica", "nope.wav", "-o", tmp_path / "x"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert done.returncode == 2 and done.stderr.startswith("error:")

@@ -12,7 +12,9 @@ from demix.types import Separation
 
 
 def _separation(A: np.ndarray, S: np.ndarray) -> Separation:
-    return Separation(sources=S, mixing=A, unmixing=np.linalg.pinv(A), n_iter=1, converged=True, final_change=0.0)
+    return Separation(
+        sources=S, mixing=A, unmixing=np.linalg.pinv(A), n_iter=1, converged=True, final_change=0.0
+    )
 
 
 def test_back_projection_sums_to_the_reference_microphone() -> None:
@@ -56,7 +58,9 @@ def test_run_gain_keeps_everything_below_full_scale(data: np.ndarray) -> None:
 
 def test_excess_kurtosis_of_gaussian_and_laplace() -> None:
     rng = np.random.default_rng(3)
-    k = excess_kurtosis(np.stack([rng.standard_normal(200_000), rng.laplace(size=200_000), np.zeros(200_000)]))
+    k = excess_kurtosis(
+        np.stack([rng.standard_normal(200_000), rng.laplace(size=200_000), np.zeros(200_000)])
+    )
     assert abs(k[0]) < 0.1
     assert abs(k[1] - 3.0) < 0.3
     assert k[2] == 0.0

@@ -7,13 +7,16 @@ from typing import Annotated
 import typer
 
 from demix import __version__
+from demix.cli.decorr import decorr
 from demix.cli.evaluate import evaluate
+from demix.cli.fetch import fetch
 from demix.cli.ica import ica
 from demix.cli.mix import mix
+from demix.cli.nmf import nmf
 
 app = typer.Typer(
     name="demix",
-    help="Classical blind audio source separation: mix, separate (ICA), evaluate.",
+    help="Classical blind audio source separation: mix, separate (ICA, NMF, second-order), evaluate.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -21,7 +24,10 @@ app = typer.Typer(
 )
 app.command(no_args_is_help=True)(mix)
 app.command(no_args_is_help=True)(ica)
+app.command(no_args_is_help=True)(nmf)
+app.command(no_args_is_help=True)(decorr)
 app.command("eval", no_args_is_help=True)(evaluate)
+app.command(no_args_is_help=True)(fetch)
 
 
 def _show_version(value: bool) -> None:

@@ -10,6 +10,7 @@ import functools
 import json
 import sys
 import traceback
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -44,7 +45,8 @@ class Reporter:
 
     @functools.cached_property
     def out(self) -> Console:
-        return Console(highlight=False)
+        # Piped tables keep full file names instead of rich's 80-column default.
+        return Console(highlight=False, width=None if sys.stdout.isatty() else 200)
 
     def info(self, message: str) -> None:
         """A detail shown only with ``--verbose``."""
@@ -93,15 +95,22 @@ class Reporter:
 def handle_errors(verbose_arg: str = "verbose") -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Translate exceptions once: DemixError → its exit code, anything else → exit 1.
 
-    A traceback is printed only when the command's ``verbose_arg`` keyword is true.
+    Warnings not recorded elsewhere become ``warning:`` lines (none with ``--quiet``). A traceback
+    is printed only when the command's ``verbose_arg`` keyword is true.
     """
 
     def decorate(command: Callable[P, R]) -> Callable[P, R]:
         @functools.wraps(command)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-            reporter = Reporter(verbose=bool(kwargs.get(verbose_arg)))
+            reporter = Reporter(quiet=bool(kwargs.get("quiet")), verbose=bool(kwargs.get(verbose_arg)))
             try:
-                return command(*args, **kwargs)
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    try:
+                        return command(*args, **kwargs)
+                    finally:
+                        for message in dict.fromkeys(str(w.message) for w in caught):
+                            reporter.warn(message)
             except (typer.Exit, typer.Abort):
                 raise
             except DemixError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -52,7 +53,7 @@ def evaluate(
         table.add_column(column, justify="left" if column in ("reference", "estimate") else "right")
     keys = ["sdr", "sir", "sar", "si_sdr"] + (["sdri", "si_sdri"] if improvements else [])
     for row in result["scores"]:
-        table.add_row(row["reference"], row["estimate"], *(_db(row.get(k)) for k in keys))
+        table.add_row(_short(row["reference"]), _short(row["estimate"]), *(_db(row.get(k)) for k in keys))
     reporter.out.print(table)
     if result["amari_index"] is not None:
         reporter.out.print(f"Amari index {result['amari_index']:.4f} (0 is perfect)")
@@ -60,6 +61,11 @@ def evaluate(
         reporter.out.print(f"unmatched estimate: {name}")
     for name in result["missing_references"]:
         reporter.out.print(f"no estimate for reference: {name}")
+
+
+def _short(path: str) -> str:
+    """The last two path parts: enough to tell files apart in a table, the JSON has the rest."""
+    return "/".join(Path(path).parts[-2:])
 
 
 def _db(value: float | None) -> str:

@@ -26,34 +26,20 @@ class Contrast(str, Enum):
     cube = "cube"
 
 
-class Scaling(str, Enum):
-    reference = "reference"
-    unit = "unit"
-
-
 @handle_errors()
 def ica(
-    inputs: Annotated[
-        list[str], typer.Argument(help="Audio files, folders or glob patterns.", show_default=False)
-    ],
+    inputs: opt.Inputs,
     out: opt.Out,
     sources: opt.Sources = None,
     algorithm: Annotated[
         Algorithm, typer.Option("--algorithm", help="Estimate all at once or one by one.")
-    ] = (Algorithm.parallel),
+    ] = Algorithm.parallel,
     fun: Annotated[Contrast, typer.Option("--fun", help="Contrast function G.")] = Contrast.logcosh,
     max_iter: opt.MaxIter = 200,
     tol: opt.Tol = 1e-4,
     seed: opt.Seed = 0,
     ref_channel: opt.RefChannel = 0,
-    scale: Annotated[
-        Scaling,
-        typer.Option(
-            "--scale",
-            help="reference: as the --ref-channel microphone heard each source; "
-            "unit: unit variance (needs --subtype FLOAT).",
-        ),
-    ] = Scaling.reference,
+    scale: opt.Scale = opt.Scaling.reference,
     fmt: opt.Format = "wav",
     subtype: opt.Subtype = opt.DEFAULT_SUBTYPE,
     sr: opt.SampleRate = None,

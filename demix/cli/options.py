@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -9,6 +10,12 @@ import typer
 
 from demix.audio import DEFAULT_SUBTYPE
 
+Inputs = Annotated[
+    list[str],
+    typer.Argument(
+        help="Audio files, folders, glob patterns or http(s) URLs (see demix fetch).", show_default=False
+    ),
+]
 Out = Annotated[
     Path, typer.Option("-o", "--out", help="Output folder (one input) or parent folder (several).")
 ]
@@ -38,3 +45,20 @@ Json = Annotated[bool, typer.Option("--json", help="Print only JSON on stdout (t
 Quiet = Annotated[bool, typer.Option("-q", "--quiet", help="No progress, no table, only errors.")]
 Verbose = Annotated[bool, typer.Option("-v", "--verbose", help="More detail; tracebacks on internal errors.")]
 Strict = Annotated[bool, typer.Option("--strict", help="Exit 3 when a method did not converge.")]
+
+
+class Scaling(str, Enum):
+    """How separated sources are scaled when written."""
+
+    reference = "reference"
+    unit = "unit"
+
+
+Scale = Annotated[
+    Scaling,
+    typer.Option(
+        "--scale",
+        help="reference: as the --ref-channel microphone heard each source; "
+        "unit: unit variance (needs --subtype FLOAT).",
+    ),
+]

@@ -9,9 +9,10 @@ import typer
 from rich.table import Table
 
 from demix.cli.console import EXIT_BATCH_FAILED, EXIT_NOT_CONVERGED, Reporter
+from demix.cli.fetch import download_bar
 from demix.errors import DemixError
-from demix.inputs import expand_inputs, run_folders
-from demix.pipeline import Method, WriteOptions, separate_batch
+from demix.inputs import Input, expand_sources, label
+from demix.pipeline import Method, WriteOptions, plan_folders, separate_batch
 
 
 def run_separation(
@@ -26,8 +27,9 @@ def run_separation(
     strict: bool,
 ) -> None:
     """Separate every input, print the results, and exit with DESIGN's code for the outcome."""
-    inputs = expand_inputs(specs)
-    folders = run_folders(inputs, out)
+    inputs = expand_sources(specs)
+    with download_bar(reporter) as progress:
+        folders = plan_folders(inputs, out, options, progress=progress, log=reporter.info)
     params = {
         **params,
         "ref_channel": options.ref_channel,
@@ -37,7 +39,7 @@ def run_separation(
         "sr": options.sample_rate,
     }
 
-    def on_done(path: Path, outcome: dict[str, Any] | DemixError) -> None:
+    def on_done(path: Input, outcome: dict[str, Any] | DemixError) -> None:
         if isinstance(outcome, DemixError):
             reporter.error(f"{path}: {outcome}")
             return
@@ -54,7 +56,7 @@ def run_separation(
             inputs,
             folders,
             options,
-            callback=bar(inputs[0].name) if len(inputs) == 1 else None,
+            callback=bar(label(inputs[0])) if len(inputs) == 1 else None,
             on_done=on_done,
         )
     if reporter.json_mode:
@@ -78,12 +80,12 @@ def run_separation(
 
 def _summary(manifests: list[dict[str, Any]], failures: list[tuple[str, DemixError]]) -> dict[str, Any]:
     return {
-        "succeeded": [m["inputs"][0]["path"] for m in manifests],
+        "succeeded": [m["inputs"][0].get("url", m["inputs"][0]["path"]) for m in manifests],
         "failed": [{"path": path, "error": str(exc)} for path, exc in failures],
     }
 
 
-def _show_run(reporter: Reporter, path: Path, folder: Path, manifest: dict[str, Any]) -> None:
+def _show_run(reporter: Reporter, path: Input, folder: Path, manifest: dict[str, Any]) -> None:
     conv = manifest["convergence"]
     state = "converged" if conv["converged"] else "[yellow]not converged[/yellow]"
     table = Table(title=f"{path} → {folder}/", title_justify="left", show_edge=False)
