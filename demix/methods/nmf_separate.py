@@ -145,6 +145,39 @@ def _group_models(
     return models, info
 
 
+def _separation(
+    sources: np.ndarray,
+    n_channels: int,
+    res: NMFResult,
+    diagnostics: dict[str, Any],
+    names: tuple[str, ...],
+    beta: float,
+    n_fft: int,
+    hop: int,
+    sparsity: float,
+) -> Separation:
+    """Wrap masked sources and the NMF record (settings shared by every NMF mode) as a Separation."""
+    diagnostics = {
+        **diagnostics,
+        **_divergence_record(res, float(beta)),
+        "spectrogram": "magnitude (channel RMS)",
+        "mask_power": MASK_POWER,
+        "n_fft": n_fft,
+        "hop": hop,
+        "sparsity": float(sparsity),
+    }
+    return Separation(
+        sources=_shape_sources(sources, n_channels),
+        mixing=None,
+        unmixing=None,
+        n_iter=res.n_iter,
+        converged=res.converged,
+        final_change=float(res.final_change),
+        diagnostics=diagnostics,
+        names=names,
+    )
+
+
 def nmf_separate(
     X: np.ndarray,
     sample_rate: int,
@@ -219,27 +252,12 @@ def nmf_separate(
     diagnostics = {
         "method": "nmf",
         "n_components": k,
-        **_divergence_record(res, float(beta)),
         "group": group,
         "grouping_rule": grouping.rule,
-        "spectrogram": "magnitude (channel RMS)",
-        "mask_power": MASK_POWER,
-        "n_fft": n_fft,
-        "hop": hop,
-        "sparsity": float(sparsity),
         "transient_refinement": refinement,
         "sources": _source_diagnostics(grouping),
     }
-    return Separation(
-        sources=_shape_sources(sources, x.shape[0]),
-        mixing=None,
-        unmixing=None,
-        n_iter=res.n_iter,
-        converged=res.converged,
-        final_change=float(res.final_change),
-        diagnostics=diagnostics,
-        names=grouping.names,
-    )
+    return _separation(sources, x.shape[0], res, diagnostics, grouping.names, beta, n_fft, hop, sparsity)
 
 
 def learn_bases(
@@ -357,21 +375,6 @@ def nmf_separate_supervised(
         "method": "nmf-supervised",
         "n_components": k,
         "n_free": n_free,
-        **_divergence_record(res, float(beta)),
-        "spectrogram": "magnitude (channel RMS)",
-        "mask_power": MASK_POWER,
-        "n_fft": n_fft,
-        "hop": hop,
-        "sparsity": float(sparsity),
         "sources": [{"name": nm, "components": g} for nm, g in zip(names, groups, strict=True)],
     }
-    return Separation(
-        sources=_shape_sources(sources, x.shape[0]),
-        mixing=None,
-        unmixing=None,
-        n_iter=res.n_iter,
-        converged=res.converged,
-        final_change=float(res.final_change),
-        diagnostics=diagnostics,
-        names=names,
-    )
+    return _separation(sources, x.shape[0], res, diagnostics, names, beta, n_fft, hop, sparsity)

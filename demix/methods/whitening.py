@@ -116,28 +116,10 @@ def whiten(X: np.ndarray, n_sources: int | None = None) -> Whitening:
 
     mean = X.mean(axis=1, keepdims=True)
     Xc = X - mean
-    eigenvalues, E = np.linalg.eigh(Xc @ Xc.T / n_samples)
-    eigenvalues, E = eigenvalues[::-1], E[:, ::-1]
-    rank = numerical_rank(eigenvalues, mean)
-    if rank == 0:
-        raise ParameterError("mixture: every channel is silent or constant; nothing to separate")
+    eigenvalues, E, rank = principal_axes(Xc @ Xc.T / n_samples, mean)
+    n_sources, _ = choose_n_sources(n_sources, n_channels, rank)
 
-    if n_sources is None:
-        n_sources = rank
-        if rank < n_channels:
-            warnings.warn(
-                f"the mixture covariance has rank {rank} for {n_channels} channels (silent or "
-                f"duplicated channels); separating {rank} sources",
-                UserWarning,
-                stacklevel=3,
-            )
-    elif n_sources > rank:
-        raise ParameterError(
-            f"-n/--sources: {n_sources} requested but the mixture has rank {rank} "
-            f"({n_channels} channels, some silent or duplicated); expected at most {rank}"
-        )
-
-    E = _fix_signs(E[:, :n_sources])
+    E = E[:, :n_sources]
     d = eigenvalues[:n_sources]
     K = (E / np.sqrt(d)).T
     K_inv = E * np.sqrt(d)
@@ -149,6 +131,44 @@ def whiten(X: np.ndarray, n_sources: int | None = None) -> Whitening:
         rank=rank,
         eigenvalues=np.clip(eigenvalues, 0.0, None),
     )
+
+
+def principal_axes(C: np.ndarray, mean: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """Eigenvalues (decreasing), sign-fixed eigenvectors and numerical rank of a covariance ``C``.
+
+    Raises :class:`ParameterError` when the rank is 0 (every channel silent or constant).
+    """
+    eigenvalues, E = np.linalg.eigh(C)
+    eigenvalues, E = eigenvalues[::-1], _fix_signs(E[:, ::-1])
+    rank = numerical_rank(eigenvalues, mean)
+    if rank == 0:
+        raise ParameterError("mixture: every channel is silent or constant; nothing to separate")
+    return eigenvalues, E, rank
+
+
+def choose_n_sources(n_sources: int | None, n_channels: int, rank: int) -> tuple[int, int | None]:
+    """Sources to separate, and the channel count when it was reduced to the rank (else None).
+
+    None means one source per channel, or the rank with a :class:`UserWarning` when silent,
+    constant or duplicated channels make the covariance singular; an explicit ``n_sources``
+    above the rank is refused.
+    """
+    if n_sources is None:
+        if rank < n_channels:
+            warnings.warn(
+                f"the mixture has rank {rank} for {n_channels} channels (silent, constant or "
+                f"duplicated channels); separating {rank} sources instead of {n_channels}",
+                UserWarning,
+                stacklevel=3,
+            )
+            return rank, n_channels
+        return n_channels, None
+    if n_sources > rank:
+        raise ParameterError(
+            f"-n/--sources {n_sources} is more than the rank {rank} of the {n_channels}-channel "
+            f"input (silent, constant or duplicated channels); expected at most {rank}"
+        )
+    return int(n_sources), None
 
 
 def numerical_rank(eigenvalues: np.ndarray, mean: np.ndarray) -> int:
