@@ -29,8 +29,7 @@ demo: install
 	$(BIN)/demix eval --reference demo_out/mix --estimate demo_out/ica
 
 bench: install
-	$(BIN)/python benchmarks/bench_ica.py
-	$(BIN)/python benchmarks/bench_eval.py
+	for script in benchmarks/bench_*.py; do $(BIN)/python $$script || exit 1; done
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache .mypy_cache .ruff_cache
