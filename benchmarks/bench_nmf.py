@@ -10,7 +10,7 @@ Run: ``.venv/bin/python benchmarks/bench_nmf.py [--seconds 60] [--iters 200] [--
    Reported: time per iteration, peak traced memory (tracemalloc, a separate short run) and
    the final KL divergence (same float64 formula for both); then the ratios.
 2. The song is separated by ``nmf_separate(group="percussive-harmonic")`` and by
-   ``librosa.effects.hpss``; SDR of each stem by ``mir_eval.separation.bss_eval_sources``.
+   ``librosa.effects.hpss``; SDR of each stem by ``demix.metrics`` (BSS Eval v3, as ``demix eval``).
 
 BLAS threads are limited to ``--threads`` (default 1) for both libraries: on a shared machine
 multi-threaded OpenBLAS with an inner dimension of 16 can be an order of magnitude slower
@@ -74,12 +74,10 @@ def _peak_mib(fn: Callable[..., Any], *args: Any) -> float:
 
 
 def _sdr(ref: np.ndarray, est: np.ndarray) -> np.ndarray:
-    import mir_eval
+    """SDR of estimate i against reference i: BSS Eval v3 as ``demix eval`` computes it."""
+    from demix.metrics import bss_eval_pairwise
 
-    with warnings.catch_warnings():  # deprecated in mir_eval 0.8, still the reference
-        warnings.simplefilter("ignore", FutureWarning)
-        sdr, _, _, _ = mir_eval.separation.bss_eval_sources(ref, est, compute_permutation=False)
-    return np.asarray(sdr)
+    return np.diagonal(bss_eval_pairwise(ref, est).sdr)
 
 
 def bench_factorisation(V: np.ndarray, iters: int, repeat: int) -> None:

@@ -263,3 +263,16 @@ def test_installed_console_script(mixdir: Path, tmp_path: Path) -> None:
         env=env,
     )
     assert done.returncode == 2 and done.stderr.startswith("error:")
+
+
+def test_eval_framewise(mixdir: Path, icadir: Path) -> None:
+    code, out, err = run("eval", "-r", mixdir, "-e", icadir, "--window", "1", "--hop", "0.5", "--json")
+    assert code == 0, err
+    for row in json.loads(out)["scores"]:
+        # 4 s at 1 s frames every 0.5 s: 7 frames; each clean ICA frame is far above 15 dB.
+        assert len(row["frames"]["sdr"]) == 7
+        assert np.nanmedian(np.array(row["frames"]["sdr"], dtype=float)) > 15
+    code, _, err = run("eval", "-r", mixdir, "-e", icadir, "--hop", "0.5")
+    assert_one_line_error(code, err, 2, "--window")
+    code, _, err = run("eval", "-r", mixdir, "-e", icadir, "--window", "60")
+    assert_one_line_error(code, err, 2, "--window")

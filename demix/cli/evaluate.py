@@ -5,11 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
+import numpy as np
 import typer
 from rich.table import Table
 
 from demix.cli import options as opt
 from demix.cli.console import Reporter, handle_errors
+from demix.errors import ParameterError
 
 
 @handle_errors()
@@ -25,6 +27,13 @@ def evaluate(
         typer.Option("-e", "--estimate", help="A demix run folder, or estimate files (repeat the option)."),
     ],
     ref_channel: opt.RefChannel = 0,
+    window: Annotated[
+        float | None,
+        typer.Option("--window", help="Also score frame by frame, frames this many seconds long."),
+    ] = None,
+    hop: Annotated[
+        float | None, typer.Option("--hop", help="Seconds between frames [default: --window].")
+    ] = None,
     json: opt.Json = False,
     quiet: opt.Quiet = False,
     verbose: opt.Verbose = False,
@@ -36,7 +45,9 @@ def evaluate(
     reporter = Reporter(json, quiet, verbose)
     refs = load_side(reference, role="reference", ref_channel=ref_channel)
     ests = load_side(estimate, role="estimate", ref_channel=ref_channel)
-    result = run_evaluation(refs, ests, ref_channel=ref_channel).as_dict()
+    if hop is not None and window is None:
+        raise ParameterError("--hop needs --window")
+    result = run_evaluation(refs, ests, ref_channel=ref_channel, window_s=window, hop_s=hop).as_dict()
     if reporter.json_mode:
         reporter.emit_json(result)
         return
@@ -55,6 +66,13 @@ def evaluate(
     for row in result["scores"]:
         table.add_row(_short(row["reference"]), _short(row["estimate"]), *(_db(row.get(k)) for k in keys))
     reporter.out.print(table)
+    for row in result["scores"]:
+        if "frames" in row:
+            sdr = [v for v in row["frames"]["sdr"] if v is not None]
+            median = f"{np.median(sdr):.2f} dB" if sdr else "nan"
+            reporter.out.print(
+                f"{_short(row['estimate'])}: median framewise SDR {median} over {len(sdr)} frame(s)"
+            )
     if result["amari_index"] is not None:
         reporter.out.print(f"Amari index {result['amari_index']:.4f} (0 is perfect)")
     for name in result["unmatched_estimates"]:

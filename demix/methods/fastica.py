@@ -61,7 +61,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager
 from functools import partial
 from typing import Any, Literal, NamedTuple
 
@@ -324,13 +324,10 @@ def _one_blas_thread() -> AbstractContextManager[object]:
     Every product here is thin (a few rows by a few thousand samples); OpenBLAS threads some of
     them (dot products longer than 10 000, mid-size gemm) and its threads spin-wait for each other,
     which on a busy machine made whole passes ten times slower (measured: 0.4 s vs 3.5-7 s for 2 x
-    26 M samples). ``threadpoolctl`` comes with scikit-learn, a dependency of librosa; without it
-    nothing is limited.
+    26 M samples).
     """
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - only a speed matter
-        return nullcontext()
+    from threadpoolctl import threadpool_limits
+
     return threadpool_limits(limits=1, user_api="blas")
 
 
