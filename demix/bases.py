@@ -19,8 +19,8 @@ import numpy as np
 from demix import __version__
 from demix.audio import read_audio, sha256
 from demix.errors import ParameterError
-from demix.inputs import expand_inputs, safe_name
-from demix.outputs import write_atomically
+from demix.inputs import expand_inputs
+from demix.outputs import safe_name, write_atomically
 
 FORMAT = "demix-nmf-bases"
 SETTINGS = ("n_fft", "hop", "sample_rate", "beta")

@@ -27,10 +27,8 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import tempfile
 import time
-import unicodedata
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +37,8 @@ from urllib.parse import urlsplit
 
 from demix.audio import AUDIO_EXTENSIONS, probe
 from demix.errors import FetchError, OutputError, ParameterError
+from demix.ffmpeg import Conversion, Ffmpeg, convert, find_ffmpeg
+from demix.outputs import safe_name
 
 SCHEMES = ("http", "https")
 # Bump when the conversion changes, so older cache entries are not mistaken for new ones.
@@ -48,45 +48,6 @@ _SECTION_MARGIN_S = 0.5
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _CONNECTION = re.compile(r"^\w*Connection(?:Pool)?\([^)]*\):\s*")
-
-
-@dataclass(frozen=True)
-class Ffmpeg:
-    """The ffmpeg binary in use and where it came from (``system`` or ``imageio-ffmpeg``)."""
-
-    path: str
-    source: str
-
-
-@dataclass(frozen=True)
-class Conversion:
-    """How the download becomes a WAV; every field is part of the cache key.
-
-    ``None`` keeps the source's rate and channels; ``start``/``end`` (seconds) fetch one section.
-    """
-
-    sample_rate: int | None = None
-    channels: int | None = None
-    start: float | None = None
-    end: float | None = None
-
-    def validate(self) -> None:
-        if self.sample_rate is not None and self.sample_rate <= 0:
-            raise ParameterError(f"--sr must be a positive rate in Hz, got {self.sample_rate}")
-        if self.channels is not None and self.channels < 1:
-            raise ParameterError(f"--channels must be ≥ 1, got {self.channels}")
-        if self.start is not None and self.start < 0:
-            raise ParameterError(f"--start must be ≥ 0 seconds, got {self.start}")
-        if self.end is not None and self.end <= (self.start or 0.0):
-            raise ParameterError(f"--end ({self.end} s) must come after --start ({self.start or 0.0} s)")
-
-    @property
-    def sections(self) -> bool:
-        return self.start is not None or self.end is not None
-
-    def key(self, url: str) -> str:
-        fields = {"v": _CACHE_VERSION, "url": url, **dataclasses.asdict(self)}
-        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:32]
 
 
 @dataclass(frozen=True)
@@ -101,8 +62,8 @@ class Media:
     @property
     def stem(self) -> str:
         """A file-system-safe name from the title and the id (the id alone when they agree)."""
-        title = _ascii(self.title)[:80].strip("._-")
-        ident = _ascii(self.id)
+        title = safe_name(self.title, default="")[:80].strip("._-")
+        ident = safe_name(self.id, default="")
         if not title or title == ident:
             return ident or url_stem(self.url)
         return f"{title}_{ident}" if ident else title
@@ -166,7 +127,7 @@ def url_stem(url: str) -> str:
     """A safe name from the URL alone (its last path segment, or its host), for when no title is known."""
     parts = urlsplit(url)
     segment = Path(parts.path).stem or parts.hostname or "url"
-    return _ascii(segment) or "url"
+    return safe_name(segment, default="url")
 
 
 def parse_time(text: str | None, option: str) -> float | None:
@@ -190,21 +151,6 @@ def cache_dir() -> Path:
         return Path(env).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base).expanduser() / "demix"
-
-
-def find_ffmpeg() -> Ffmpeg:
-    """The system's ffmpeg when one is on PATH, else the one in the imageio-ffmpeg wheel."""
-    system = shutil.which("ffmpeg")
-    if system:
-        return Ffmpeg(system, "system")
-    try:
-        import imageio_ffmpeg
-
-        return Ffmpeg(imageio_ffmpeg.get_ffmpeg_exe(), "imageio-ffmpeg")
-    except (ImportError, RuntimeError):
-        raise FetchError(
-            "ffmpeg not found: install ffmpeg, or `pip install imageio-ffmpeg` for a bundled one"
-        ) from None
 
 
 def fetch_audio(
@@ -242,7 +188,7 @@ def fetch_audio(
     conversion = conversion or Conversion()
     conversion.validate()
     root = cache if cache is not None else cache_dir()
-    key = conversion.key(url)
+    key = _cache_key(url, conversion)
     entry = root / "audio" / f"{key}.wav"
     hit = _lookup(entry)
     if hit is not None:
@@ -255,7 +201,7 @@ def fetch_audio(
         if progress is not None:
             progress(FetchProgress(url, media.title, "convert"))
         wav = work / "audio.wav"
-        _convert(ffmpeg, download, wav, conversion, url)
+        convert(ffmpeg, download, wav, conversion, url)
         rate, channels, frames = probe(wav)
         if frames == 0:
             where = " between --start and --end" if conversion.sections else ""
@@ -483,33 +429,13 @@ def _clean(message: str) -> str:
     return message.strip()
 
 
-# --- conversion, cache, output -------------------------------------------------------------------
+# --- cache and output ----------------------------------------------------------------------------
 
 
-def _convert(ffmpeg: Ffmpeg, source: Path, dest: Path, conversion: Conversion, url: str) -> None:
-    """The first audio stream of ``source`` as a float32 WAV (RF64 beyond 4 GB)."""
-    cmd = [ffmpeg.path, "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-i", str(source)]
-    cmd += ["-map", "0:a:0", "-vn", "-sn", "-dn"]
-    if conversion.end is not None:
-        # the section was downloaded with a margin; decoding trims it to the sample
-        cmd += ["-t", f"{conversion.end - (conversion.start or 0.0):.6f}"]
-    if conversion.channels is not None:
-        cmd += ["-ac", str(conversion.channels)]
-    if conversion.sample_rate is not None:
-        cmd += ["-ar", str(conversion.sample_rate)]
-    cmd += ["-c:a", "pcm_f32le", "-rf64", "auto", "-f", "wav", str(dest)]
-    try:
-        done = subprocess.run(cmd, capture_output=True, text=True, errors="replace", check=False)
-    except OSError as exc:
-        raise FetchError(f"cannot run ffmpeg ({ffmpeg.path}): {exc}") from None
-    if done.returncode != 0:
-        if "matches no streams" in done.stderr:
-            raise FetchError(f"{url}: the download holds no audio stream")
-        if "Invalid data found" in done.stderr:
-            raise FetchError(f"{url}: the download is not audio or video that ffmpeg can read")
-        lines = [line.strip() for line in done.stderr.splitlines() if line.strip()]
-        reason = lines[-1] if lines else f"exit code {done.returncode}"
-        raise FetchError(f"{url}: ffmpeg could not convert the download ({reason})")
+def _cache_key(url: str, conversion: Conversion) -> str:
+    """The cache entry's name: URL and every conversion setting (and the cache layout's version)."""
+    fields = {"v": _CACHE_VERSION, "url": url, **dataclasses.asdict(conversion)}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:32]
 
 
 def _lookup(entry: Path) -> Fetched | None:
@@ -577,9 +503,3 @@ def _copy_into_place(source: Path, dest: Path) -> None:
         if made is not None:
             shutil.rmtree(made, ignore_errors=True)
         raise
-
-
-def _ascii(text: str) -> str:
-    """A file-system-safe ASCII name: accents folded (é → e), anything else to ``_``."""
-    folded = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", folded).strip("._")

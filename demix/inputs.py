@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import glob
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
@@ -11,8 +10,7 @@ from typing import Protocol
 from demix.audio import AUDIO_EXTENSIONS
 from demix.errors import ParameterError
 from demix.fetch import check_url, looks_like_url
-
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+from demix.outputs import safe_name
 
 Input = Path | str
 """A local audio file, or an http(s) URL (kept as ``str``) that the pipeline fetches at load time."""
@@ -100,11 +98,6 @@ def run_folders(inputs: Sequence[Named], out: Path) -> list[Path]:
         taken.add(name.lower())
         folders.append(out / name)
     return folders
-
-
-def safe_name(text: str) -> str:
-    """A file-system-safe name: letters, digits, dot, dash and underscore."""
-    return _UNSAFE.sub("_", text).strip("._") or "input"
 
 
 def _is_audio(path: Path) -> bool:

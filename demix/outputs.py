@@ -11,7 +11,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
+import unicodedata
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import TracebackType
@@ -20,6 +22,14 @@ from typing import Any
 from demix.errors import OutputError
 
 MANIFEST = "demix.json"
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def safe_name(text: str, default: str = "input") -> str:
+    """A file-system-safe ASCII name: accents folded (é → e), anything but letters, digits,
+    ``.``, ``-`` and ``_`` to ``_``; ``default`` when nothing is left."""
+    folded = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    return _UNSAFE.sub("_", folded).strip("._") or default
 
 
 def check_run_folder(folder: Path, *, force: bool, inputs: Iterable[Path]) -> None:

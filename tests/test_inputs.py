@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from demix.errors import ParameterError
-from demix.inputs import expand_inputs, run_folders, safe_name
+from demix.inputs import expand_inputs, run_folders
+from demix.outputs import safe_name
 
 
 def _touch(path: Path) -> Path:
@@ -46,3 +47,4 @@ def test_run_folders_single_and_clashes(tmp_path: Path) -> None:
 def test_safe_name() -> None:
     assert safe_name("My Song: live/2024?") == "My_Song_live_2024"
     assert safe_name("...") == "input"
+    assert safe_name("Café Müller") == "Cafe_Muller"
