@@ -11,12 +11,14 @@ from demix.cli.decorr import decorr
 from demix.cli.evaluate import evaluate
 from demix.cli.fetch import fetch
 from demix.cli.ica import ica
+from demix.cli.identify import identify_app
 from demix.cli.mix import mix
 from demix.cli.nmf import nmf
 
 app = typer.Typer(
     name="demix",
-    help="Classical blind audio source separation: mix, separate (ICA, NMF, second-order), evaluate.",
+    help="Classical blind audio source separation: mix, separate (ICA, NMF, second-order), evaluate, "
+    "identify the sources.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -28,6 +30,7 @@ app.command(no_args_is_help=True)(nmf)
 app.command(no_args_is_help=True)(decorr)
 app.command("eval", no_args_is_help=True)(evaluate)
 app.command(no_args_is_help=True)(fetch)
+app.add_typer(identify_app)
 
 
 def _show_version(value: bool) -> None:

@@ -41,7 +41,7 @@ Subtype = Annotated[
 ]
 SampleRate = Annotated[int | None, typer.Option("--sr", min=1, help="Resample inputs to this rate (Hz).")]
 Force = Annotated[bool, typer.Option("--force", help="Replace an existing output folder's results.")]
-Json = Annotated[bool, typer.Option("--json", help="Print only JSON on stdout (the manifest).")]
+Json = Annotated[bool, typer.Option("--json", help="Print only JSON on stdout (machine-readable results).")]
 Quiet = Annotated[bool, typer.Option("-q", "--quiet", help="No progress, no table, only errors.")]
 Verbose = Annotated[bool, typer.Option("-v", "--verbose", help="More detail; tracebacks on internal errors.")]
 Strict = Annotated[bool, typer.Option("--strict", help="Exit 3 when a method did not converge.")]
