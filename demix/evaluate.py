@@ -201,7 +201,7 @@ def _amari(reference: dict[str, Any] | None, estimate: dict[str, Any] | None) ->
     model = (estimate or {}).get("model") or {}
     if truth is None or model.get("unmixing") is None:
         return None
-    P = np.asarray(model["unmixing"]) @ np.asarray(truth) if len(model["unmixing"][0]) == len(truth) else None
-    if P is None or P.shape[0] != P.shape[1]:
-        return None
-    return float(metrics.amari_index(P))
+    W, A = np.asarray(model["unmixing"]), np.asarray(truth)
+    if W.shape[1] != A.shape[0] or W.shape[0] != A.shape[1]:
+        return None  # other microphones, or fewer sources than the truth: W A is not square
+    return float(metrics.amari_index(W @ A))

@@ -102,20 +102,23 @@ def separate_batch(
     folders: Sequence[Path],
     options: WriteOptions,
     *,
-    callback: Callback | None = None,
+    progress: Callable[[Input], Callback] | None = None,
     on_done: Callable[[Input, dict[str, Any] | DemixError], None] | None = None,
 ) -> BatchResult:
-    """Separate each input into its folder; every folder is checked before any work starts."""
+    """Separate each input into its folder; every folder is checked before any work starts.
+
+    ``progress(input)`` gives each input's iteration callback; ``on_done`` hears each outcome.
+    """
     options.validate()
     for folder in folders:
         check_run_folder(folder, force=options.force, inputs=_local(inputs))
     result = BatchResult()
     for path, folder in zip(inputs, folders, strict=True):
+        outcome: dict[str, Any] | DemixError
         try:
-            outcome: dict[str, Any] | DemixError = separate_file(
-                command, params, method, path, folder, options, callback=callback
-            )
-            result.manifests.append(outcome)  # type: ignore[arg-type]
+            callback = progress(path) if progress is not None else None
+            outcome = separate_file(command, params, method, path, folder, options, callback=callback)
+            result.manifests.append(outcome)
         except DemixError as exc:
             if len(inputs) == 1:
                 raise

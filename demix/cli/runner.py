@@ -56,7 +56,7 @@ def run_separation(
             inputs,
             folders,
             options,
-            callback=bar(label(inputs[0])) if len(inputs) == 1 else None,
+            progress=lambda item: bar(label(item)),
             on_done=on_done,
         )
     if reporter.json_mode:
