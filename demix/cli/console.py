@@ -19,7 +19,7 @@ from typing import Any, ParamSpec, TypeVar
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from demix.errors import DemixError
 from demix.types import Callback, IterInfo
@@ -73,10 +73,14 @@ class Reporter:
         bar = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
-            TextColumn("{task.completed}/{task.total} it"),
+            MofNCompleteColumn(),
+            TextColumn("it"),
             TimeElapsedColumn(),
             console=self.err,
             transient=True,
+            # stdout stays stdout (results are printed once the bar is gone), never proxied to stderr
+            redirect_stdout=False,
+            redirect_stderr=False,
             disable=self.quiet or not self.err.is_terminal,
         )
 

@@ -108,6 +108,8 @@ def download_bar(reporter: Reporter) -> Iterator[ProgressHook]:
         TimeElapsedColumn(),
         console=reporter.err,
         transient=True,
+        redirect_stdout=False,
+        redirect_stderr=False,
         disable=reporter.quiet or not reporter.err.is_terminal,
     )
     tasks: dict[str, TaskID] = {}

@@ -39,14 +39,15 @@ def run_separation(
         "sr": options.sample_rate,
     }
 
+    finished: list[tuple[Input, dict[str, Any]]] = []
+
     def on_done(path: Input, outcome: dict[str, Any] | DemixError) -> None:
         if isinstance(outcome, DemixError):
             reporter.error(f"{path}: {outcome}")
             return
+        finished.append((path, outcome))
         for message in outcome.get("warnings", []):
             reporter.warn(f"{path}: {message}")
-        if reporter.shows_tables:
-            _show_run(reporter, path, folders[inputs.index(path)], outcome)
 
     with reporter.progress(command) as bar:
         result = separate_batch(
@@ -69,6 +70,9 @@ def run_separation(
                     "summary": _summary(result.manifests, result.failures),
                 }
             )
+    if reporter.shows_tables:  # stdout waits until the progress bar on stderr is gone
+        for item, manifest in finished:
+            _show_run(reporter, item, folders[inputs.index(item)], manifest)
     if len(inputs) > 1 and reporter.shows_tables:
         reporter.out.print(f"{len(result.manifests)} of {len(inputs)} input(s) separated into {out}")
     if result.failures:
@@ -88,7 +92,8 @@ def _summary(manifests: list[dict[str, Any]], failures: list[tuple[str, DemixErr
 def _show_run(reporter: Reporter, path: Input, folder: Path, manifest: dict[str, Any]) -> None:
     conv = manifest["convergence"]
     state = "converged" if conv["converged"] else "[yellow]not converged[/yellow]"
-    table = Table(title=f"{path} → {folder}/", title_justify="left", show_edge=False)
+    reporter.out.print(f"{path} → {folder}/", soft_wrap=True)
+    table = Table(show_edge=False)
     for column in ("file", "rms", "peak", "kurtosis"):
         table.add_column(column, justify="left" if column == "file" else "right")
     for entry in manifest["outputs"]:

@@ -575,7 +575,7 @@ def beta_nmf(
     if not converged and tol > 0:
         warnings.warn(
             f"beta_nmf stopped at max_iter={max_iter} with a relative objective change of "
-            f"{change:.2e} > tol={tol:g}; increase max_iter or tol",
+            f"{change:.2e} > tol={tol:g}; raise --max-iter or --tol",
             ConvergenceWarning,
             stacklevel=2,
         )
