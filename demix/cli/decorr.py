@@ -9,10 +9,10 @@ import numpy as np
 import typer
 
 from demix.cli import options as opt
-from demix.cli.console import Reporter, handle_errors
+from demix.cli.console import handle_errors
 from demix.cli.runner import run_separation
+from demix.cli.shared import Shared, separating_command
 from demix.errors import ParameterError
-from demix.pipeline import WriteOptions
 from demix.types import Callback, Separation
 
 
@@ -23,6 +23,7 @@ class Decorrelation(str, Enum):
 
 
 @handle_errors()
+@separating_command
 def decorr(
     inputs: opt.Inputs,
     out: opt.Out,
@@ -47,14 +48,7 @@ def decorr(
     seed: opt.Seed = 0,
     ref_channel: opt.RefChannel = 0,
     scale: opt.Scale = opt.Scaling.reference,
-    fmt: opt.Format = "wav",
-    subtype: opt.Subtype = opt.DEFAULT_SUBTYPE,
-    sr: opt.SampleRate = None,
-    force: opt.Force = False,
-    strict: opt.Strict = False,
-    json: opt.Json = False,
-    quiet: opt.Quiet = False,
-    verbose: opt.Verbose = False,
+    shared: Shared = Shared(),
 ) -> None:
     """Separate sources with different spectra from lagged covariances; works on Gaussian sources."""
     from demix.methods.sobi import amuse, lsq, parse_lags, sobi
@@ -81,9 +75,6 @@ def decorr(
             )
         return sobi(X, n_sources=sources, lags=lag_text, max_iter=max_iter, tol=tol, callback=callback)
 
-    options = WriteOptions(
-        fmt=fmt, subtype=subtype, scale=scale.value, ref_channel=ref_channel, force=force, sample_rate=sr
-    )
     run_separation(
-        "decorr", params, separate, inputs, out, options, Reporter(json, quiet, verbose), strict=strict
+        "decorr", params, separate, inputs, out, shared, scale=scale.value, ref_channel=ref_channel
     )

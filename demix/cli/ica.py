@@ -9,9 +9,9 @@ import numpy as np
 import typer
 
 from demix.cli import options as opt
-from demix.cli.console import Reporter, handle_errors
+from demix.cli.console import handle_errors
 from demix.cli.runner import run_separation
-from demix.pipeline import WriteOptions
+from demix.cli.shared import Shared, separating_command
 from demix.types import Callback, Separation
 
 
@@ -27,6 +27,7 @@ class Contrast(str, Enum):
 
 
 @handle_errors()
+@separating_command
 def ica(
     inputs: opt.Inputs,
     out: opt.Out,
@@ -40,14 +41,7 @@ def ica(
     seed: opt.Seed = 0,
     ref_channel: opt.RefChannel = 0,
     scale: opt.Scale = opt.Scaling.reference,
-    fmt: opt.Format = "wav",
-    subtype: opt.Subtype = opt.DEFAULT_SUBTYPE,
-    sr: opt.SampleRate = None,
-    force: opt.Force = False,
-    strict: opt.Strict = False,
-    json: opt.Json = False,
-    quiet: opt.Quiet = False,
-    verbose: opt.Verbose = False,
+    shared: Shared = Shared(),
 ) -> None:
     """Separate as many sources as there are microphones with FastICA (ours, numpy)."""
     from demix.methods.fastica import fastica
@@ -73,7 +67,4 @@ def ica(
             callback=callback,
         )
 
-    options = WriteOptions(
-        fmt=fmt, subtype=subtype, scale=scale.value, ref_channel=ref_channel, force=force, sample_rate=sr
-    )
-    run_separation("ica", params, method, inputs, out, options, Reporter(json, quiet, verbose), strict=strict)
+    run_separation("ica", params, method, inputs, out, shared, scale=scale.value, ref_channel=ref_channel)

@@ -10,10 +10,10 @@ import numpy as np
 import typer
 
 from demix.cli import options as opt
-from demix.cli.console import Reporter, handle_errors
+from demix.cli.console import handle_errors
 from demix.cli.runner import run_separation
+from demix.cli.shared import Shared, separating_command
 from demix.errors import ParameterError
-from demix.pipeline import WriteOptions
 from demix.types import Callback, Separation
 
 
@@ -29,6 +29,7 @@ class Init(str, Enum):
 
 
 @handle_errors()
+@separating_command
 def nmf(
     inputs: opt.Inputs,
     out: Annotated[
@@ -68,19 +69,12 @@ def nmf(
     free: Annotated[
         int, typer.Option("--free", min=0, help="Extra free components, written as residual.")
     ] = 0,
-    fmt: opt.Format = "wav",
-    subtype: opt.Subtype = opt.DEFAULT_SUBTYPE,
-    sr: opt.SampleRate = None,
-    force: opt.Force = False,
-    strict: opt.Strict = False,
-    json: opt.Json = False,
-    quiet: opt.Quiet = False,
-    verbose: opt.Verbose = False,
+    shared: Shared = Shared(),
 ) -> None:
     """Separate sources by NMF of the magnitude spectrogram, Wiener-masked back to audio."""
     from demix.methods import nmf_separate as nmf_methods
 
-    reporter = Reporter(json, quiet, verbose)
+    reporter = shared.reporter
     spectral: dict[str, Any] = {"n_fft": n_fft, "hop": hop, "beta": beta}
     fit: dict[str, Any] = {"max_iter": max_iter, "tol": tol, "seed": seed, "sparsity": sparsity}
     if save_bases is not None:
@@ -92,14 +86,15 @@ def nmf(
             inputs,
             save_bases,
             components=components,
-            sample_rate=sr,
+            sample_rate=shared.sr,
             init=init.value,
-            force=force,
+            force=shared.force,
             **spectral,
             **fit,
         )
-        reporter.emit_json(meta) if reporter.json_mode else reporter.info(f"bases written to {save_bases}")
-        if reporter.shows_tables:
+        if reporter.json_mode:
+            reporter.emit_json(meta)
+        elif reporter.shows_tables:
             reporter.out.print(f"learnt {components} bases at {meta['sample_rate']} Hz → {save_bases}")
         return
     if out is None:
@@ -157,5 +152,4 @@ def nmf(
                 **fit,
             )
 
-    options = WriteOptions(fmt=fmt, subtype=subtype, force=force, sample_rate=sr)
-    run_separation("nmf", params, separate, inputs, out, options, reporter, strict=strict)
+    run_separation("nmf", params, separate, inputs, out, shared)

@@ -10,9 +10,10 @@ from rich.table import Table
 
 from demix.cli.console import EXIT_BATCH_FAILED, EXIT_NOT_CONVERGED, Reporter
 from demix.cli.fetch import download_bar
+from demix.cli.shared import Shared
 from demix.errors import DemixError
 from demix.inputs import Input, expand_sources, label
-from demix.pipeline import Method, WriteOptions, plan_folders, separate_batch
+from demix.pipeline import Method, plan_folders, separate_batch
 
 
 def run_separation(
@@ -21,12 +22,14 @@ def run_separation(
     method: Method,
     specs: list[str],
     out: Path,
-    options: WriteOptions,
-    reporter: Reporter,
+    shared: Shared,
     *,
-    strict: bool,
+    scale: str = "reference",
+    ref_channel: int = 0,
 ) -> None:
     """Separate every input, print the results, and exit with DESIGN's code for the outcome."""
+    options = shared.write_options(scale=scale, ref_channel=ref_channel)
+    reporter = shared.reporter
     inputs = expand_sources(specs)
     with download_bar(reporter) as progress:
         folders = plan_folders(inputs, out, options, progress=progress, log=reporter.info)
@@ -77,7 +80,7 @@ def run_separation(
         reporter.out.print(f"{len(result.manifests)} of {len(inputs)} input(s) separated into {out}")
     if result.failures:
         raise typer.Exit(EXIT_BATCH_FAILED if result.manifests else result.failures[0][1].exit_code)
-    if strict and not all(m["convergence"]["converged"] for m in result.manifests):
+    if shared.strict and not all(m["convergence"]["converged"] for m in result.manifests):
         reporter.error("did not converge (--strict); raise --max-iter or --tol")
         raise typer.Exit(EXIT_NOT_CONVERGED)
 

@@ -1,0 +1,67 @@
+"""The options every separating command shares, added once by :func:`separating_command`.
+
+Typer reads a command's options from its signature, so sharing eight options would otherwise mean
+eight repeated parameters in every command. The decorator appends them to the signature and hands
+the command one :class:`Shared` bundle instead.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import Any
+
+from demix.audio import DEFAULT_SUBTYPE
+from demix.cli import options as opt
+from demix.cli.console import Reporter
+from demix.pipeline import WriteOptions
+
+
+@dataclass(frozen=True)
+class Shared:
+    """Output format, overwrite and reporting options of a separating command."""
+
+    fmt: opt.Format = "wav"
+    subtype: opt.Subtype = DEFAULT_SUBTYPE
+    sr: opt.SampleRate = None
+    force: opt.Force = False
+    strict: opt.Strict = False
+    json: opt.Json = False
+    quiet: opt.Quiet = False
+    verbose: opt.Verbose = False
+
+    @property
+    def reporter(self) -> Reporter:
+        return Reporter(self.json, self.quiet, self.verbose)
+
+    def write_options(self, *, scale: str = "reference", ref_channel: int = 0) -> WriteOptions:
+        return WriteOptions(
+            fmt=self.fmt,
+            subtype=self.subtype,
+            scale=scale,  # type: ignore[arg-type]
+            ref_channel=ref_channel,
+            force=self.force,
+            sample_rate=self.sr,
+        )
+
+
+_SHARED_PARAMETERS = [
+    inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=hints)
+    for f, hints in zip(fields(Shared), inspect.get_annotations(Shared, eval_str=True).values(), strict=True)
+]
+
+
+def separating_command(command: Callable[..., None]) -> Callable[..., None]:
+    """Give ``command`` the shared options; it receives them as its ``shared`` parameter."""
+    signature = inspect.signature(command, eval_str=True)
+    own = [p for p in signature.parameters.values() if p.name != "shared"]
+
+    @functools.wraps(command)
+    def wrapper(**kwargs: Any) -> None:
+        shared = Shared(**{p.name: kwargs.pop(p.name) for p in _SHARED_PARAMETERS})
+        command(**kwargs, shared=shared)
+
+    wrapper.__signature__ = signature.replace(parameters=own + _SHARED_PARAMETERS)  # type: ignore[attr-defined]
+    return wrapper
