@@ -59,6 +59,14 @@ def nmf(
     sparsity: Annotated[
         float, typer.Option("--sparsity", min=0.0, help="L1 penalty on the activations.")
     ] = 0.0,
+    transients: Annotated[
+        bool,
+        typer.Option(
+            "--transients/--no-transients",
+            help="percussive-harmonic: move the attacks of tonal components to the percussive "
+            "source (better harmonic stem; turn off when the drums are much quieter).",
+        ),
+    ] = True,
     save_bases: Annotated[
         Path | None, typer.Option("--save-bases", help="Learn -k bases from clean example(s) into this .npz.")
     ] = None,
@@ -104,6 +112,7 @@ def nmf(
         "components": components,
         "sources": sources,
         "group": group.value,
+        "transients": transients,
         "init": init.value,
         "free": free,
         **spectral,
@@ -147,6 +156,7 @@ def nmf(
                 n_sources=sources,
                 init=init.value,
                 group=group.value,
+                refine_transients=transients,
                 callback=callback,
                 **spectral,
                 **fit,
