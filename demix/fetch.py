@@ -38,7 +38,7 @@ from urllib.parse import urlsplit
 from demix.audio import AUDIO_EXTENSIONS, probe
 from demix.errors import FetchError, OutputError, ParameterError
 from demix.ffmpeg import Conversion, Ffmpeg, convert, find_ffmpeg
-from demix.outputs import safe_name
+from demix.outputs import safe_name, write_atomically
 
 SCHEMES = ("http", "https")
 # Bump when the conversion changes, so older cache entries are not mistaken for new ones.
@@ -251,7 +251,7 @@ def fetch_to_file(
         _check_output(dest, force)
         if dest.resolve() == fetched.path.resolve():
             raise OutputError(f"output {dest} is the cached download itself; choose another place")
-        _copy_into_place(fetched.path, dest)
+        write_atomically(dest, lambda tmp: shutil.copyfile(fetched.path, tmp))
     return dataclasses.replace(fetched, path=dest)
 
 
@@ -485,21 +485,3 @@ def _check_output(dest: Path, force: bool) -> None:
         raise OutputError(f"output {dest} is a folder")
     if dest.exists() and not force:
         raise OutputError(f"output {dest} already exists; use --force to replace it")
-
-
-def _copy_into_place(source: Path, dest: Path) -> None:
-    """Copy under a hidden name next to ``dest`` and rename; on failure leave no trace."""
-    created = dest.parent
-    while not created.parent.exists():
-        created = created.parent
-    made = None if dest.parent.exists() else created
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.part")
-    try:
-        shutil.copyfile(source, tmp)
-        os.replace(tmp, dest)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        if made is not None:
-            shutil.rmtree(made, ignore_errors=True)
-        raise

@@ -63,12 +63,7 @@ class RunFolder:
         self._created: Path | None = None
 
     def __enter__(self) -> RunFolder:
-        missing = self.folder
-        while not missing.parent.exists():
-            missing = missing.parent
-        if not self.folder.exists():
-            self._created = missing
-        self.folder.mkdir(parents=True, exist_ok=True)
+        self._created = make_folder(self.folder)
         return self
 
     def stage(self, name: str, writer: Callable[[Path], None]) -> Path:
@@ -92,9 +87,7 @@ class RunFolder:
         for tmp, final in self._staged:
             os.replace(tmp, final)
         self._staged.clear()
-        tmp_manifest = self.folder / f".{MANIFEST}.part"
-        tmp_manifest.write_text(json.dumps(manifest, indent=2, allow_nan=False) + "\n")
-        os.replace(tmp_manifest, old_manifest)
+        write_manifest(self.folder, manifest)
 
     def __exit__(
         self,
@@ -111,16 +104,38 @@ class RunFolder:
             shutil.rmtree(self._created, ignore_errors=True)
 
 
+def make_folder(folder: Path) -> Path | None:
+    """Create ``folder`` (and missing parents); return the topmost folder created, if any."""
+    if folder.exists():
+        return None
+    created = folder
+    while not created.parent.exists():
+        created = created.parent
+    folder.mkdir(parents=True)
+    return created
+
+
 def write_atomically(path: Path, writer: Callable[[Path], object]) -> None:
-    """Write one file outside a run folder: ``writer(tmp)`` beside ``path``, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write one file: ``writer(tmp)`` beside ``path``, then rename. On failure nothing is left,
+    neither the temporary file nor the folders this call created."""
+    created = make_folder(path.parent)
     tmp = path.with_name(f".{path.name}.part")
     try:
         writer(tmp)
         os.replace(tmp, path)
+    except BaseException:
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
+        raise
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+
+
+def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
+    """Replace ``folder``'s ``demix.json`` atomically (strict JSON: no NaN)."""
+    text = json.dumps(manifest, indent=2, allow_nan=False) + "\n"
+    write_atomically(folder / MANIFEST, lambda tmp: tmp.write_text(text))
 
 
 def _outputs_of(manifest_path: Path) -> list[str]:

@@ -75,3 +75,17 @@ def test_check_refuses_a_file_as_folder(tmp_path: Path) -> None:
     target.write_text("")
     with pytest.raises(OutputError, match="not a folder"):
         check_run_folder(target, force=True, inputs=[])
+
+
+def test_write_atomically_leaves_nothing_on_failure(tmp_path: Path) -> None:
+    from demix.outputs import write_atomically
+
+    def broken(tmp: Path) -> None:
+        tmp.write_text("half")
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        write_atomically(tmp_path / "new" / "deep" / "model.npz", broken)
+    assert list(tmp_path.iterdir()) == []
+    write_atomically(tmp_path / "ok.txt", _write("done"))
+    assert [p.name for p in tmp_path.iterdir()] == ["ok.txt"]

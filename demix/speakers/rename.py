@@ -10,7 +10,6 @@ part-way moves the files back. Unknown sources keep their names.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Any
 from demix.audio import sha256
 from demix.errors import OutputError, ParameterError
 from demix.manifest import read_manifest
-from demix.outputs import MANIFEST
+from demix.outputs import MANIFEST, write_manifest
 from demix.speakers.label import Labelled
 
 
@@ -104,13 +103,9 @@ def _execute(plan: _Plan) -> None:
         for tmp, final in staged:
             os.replace(tmp, final)
             done.append((tmp, final))
-        tmp_manifest = folder / f".{MANIFEST}.part"
-        tmp_manifest.write_text(json.dumps(plan.manifest, indent=2, allow_nan=False) + "\n")
-        os.replace(tmp_manifest, folder / MANIFEST)
+        write_manifest(folder, plan.manifest)
     except BaseException:
         for src, dst in reversed(done):
             with contextlib.suppress(OSError):
                 os.replace(dst, src)
-        with contextlib.suppress(FileNotFoundError):
-            (folder / f".{MANIFEST}.part").unlink()
         raise
