@@ -23,8 +23,9 @@ from typing import TypeVar
 import numpy as np
 from scipy.signal import lfilter
 
+from demix.methods.jointdiag import joint_diagonalise
 from demix.methods.lagged import LagMethod, lagged_covariances
-from demix.methods.sobi import _joint_diagonalise, sobi
+from demix.methods.sobi import sobi
 from demix.methods.whitening import whiten
 from demix.metrics import amari_index
 
@@ -99,7 +100,7 @@ def main() -> None:
             f"{t_naive / t:7.1f}x{err:11.1e}"
         )
 
-    t_jd, (_, n_sweeps, max_angle) = _best_time(lambda: _joint_diagonalise(C_auto, 100, 1e-8, None), REPEATS)
+    t_jd, (_, n_sweeps, max_angle) = _best_time(lambda: joint_diagonalise(C_auto, 100, 1e-8, None), REPEATS)
     t_sobi, result = _best_time(lambda: sobi(X, lags=LAGS), 1)
     assert result.unmixing is not None
     amari = amari_index(result.unmixing @ A)

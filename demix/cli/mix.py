@@ -9,8 +9,9 @@ import typer
 from demix.cli import options as opt
 from demix.cli.console import Reporter, handle_errors
 from demix.inputs import expand_inputs
+from demix.jobs import WriteOptions
+from demix.mixdown import build_mix
 from demix.mixing import parse_matrix
-from demix.pipeline import WriteOptions, build_mix
 
 
 @handle_errors()

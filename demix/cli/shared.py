@@ -16,7 +16,7 @@ from typing import Any
 from demix.audio import DEFAULT_SUBTYPE
 from demix.cli import options as opt
 from demix.cli.console import Reporter
-from demix.pipeline import WriteOptions
+from demix.jobs import WriteOptions
 
 
 @dataclass(frozen=True)

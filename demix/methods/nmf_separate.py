@@ -41,6 +41,7 @@ import numpy as np
 from demix.errors import ParameterError
 from demix.methods.nmf import NMFResult, beta_nmf
 from demix.methods.nmf_grouping import Grouping, check_grouping, group_components, split_transients
+from demix.spectral import apply_masks, magnitude, soft_masks, stft
 from demix.types import Callback, Separation
 
 __all__ = ["MASK_POWER", "learn_bases", "nmf_separate", "nmf_separate_supervised"]
@@ -76,33 +77,6 @@ def _check_signal(X: object, sample_rate: object, n_fft: object, hop: object) ->
     if not np.any(arr):
         raise ParameterError("the input is silent (all samples are zero): nothing to separate")
     return np.asarray(arr, dtype=np.float64)
-
-
-def _stft(X: np.ndarray, n_fft: int, hop: int) -> np.ndarray:
-    import librosa
-
-    return np.asarray(librosa.stft(X, n_fft=n_fft, hop_length=hop, center=True))
-
-
-def _magnitude(S: np.ndarray) -> np.ndarray:
-    """Channel-RMS magnitude spectrogram ``(n_freqs, n_frames)`` of ``S`` ``(C, F, N)``."""
-    P = np.einsum("cfn,cfn->fn", S.real, S.real) + np.einsum("cfn,cfn->fn", S.imag, S.imag)
-    return np.sqrt(P / S.shape[0])
-
-
-def _masked_sources(
-    S: np.ndarray, models: list[np.ndarray], n_fft: int, hop: int, n_samples: int
-) -> np.ndarray:
-    """Inverse STFT of every channel under every soft mask: ``(n_sources, C, n_samples)``."""
-    import librosa
-
-    powered = [np.power(m, MASK_POWER) for m in models]
-    total = np.sum(powered, axis=0)
-    np.maximum(total, np.finfo(np.float64).tiny, out=total)
-    out = np.empty((len(models), S.shape[0], n_samples))
-    for j, pj in enumerate(powered):
-        out[j] = librosa.istft(S * (pj / total), hop_length=hop, n_fft=n_fft, length=n_samples)
-    return out
 
 
 def _shape_sources(sources: np.ndarray, n_channels: int) -> np.ndarray:
@@ -237,9 +211,9 @@ def nmf_separate(
             f"-k/--components {k} must be at least -n/--sources {n}: every source needs a component"
         )
     check_grouping(group, n, k)
-    S = _stft(x, n_fft, hop)
+    S = stft(x, n_fft, hop)
     res = beta_nmf(
-        _magnitude(S), k, beta=beta, max_iter=max_iter, tol=tol, init=init, seed=seed,
+        magnitude(S), k, beta=beta, max_iter=max_iter, tol=tol, init=init, seed=seed,
         sparsity=sparsity, callback=callback,
     )  # fmt: skip
     grouping = group_components(
@@ -248,7 +222,7 @@ def nmf_separate(
     models, refinement = _group_models(
         res, grouping, refine_transients and group == "percussive-harmonic", sample_rate, hop
     )
-    sources = _masked_sources(S, models, n_fft, hop, x.shape[1])
+    sources = apply_masks(S, soft_masks(models, MASK_POWER), n_fft, hop, x.shape[1])
     diagnostics = {
         "method": "nmf",
         "n_components": k,
@@ -288,7 +262,7 @@ def learn_bases(
     x = _check_signal(X, sample_rate, n_fft, hop)
     k = _check_int("n_components", n_components, 1)
     res = beta_nmf(
-        _magnitude(_stft(x, n_fft, hop)), k, beta=beta, max_iter=max_iter, tol=tol, init=init,
+        magnitude(stft(x, n_fft, hop)), k, beta=beta, max_iter=max_iter, tol=tol, init=init,
         seed=seed, sparsity=sparsity, callback=callback,
     )  # fmt: skip
     return res.W
@@ -358,10 +332,10 @@ def nmf_separate_supervised(
     labels, W_fixed, sizes = _check_bases(bases, n_fft // 2 + 1)
     if n_free > 0 and "residual" in labels:
         raise ParameterError("the label 'residual' is reserved for the free components")
-    S = _stft(x, n_fft, hop)
+    S = stft(x, n_fft, hop)
     k = W_fixed.shape[1] + n_free
     res = beta_nmf(
-        _magnitude(S), k, beta=beta, max_iter=max_iter, tol=tol, seed=seed, sparsity=sparsity,
+        magnitude(S), k, beta=beta, max_iter=max_iter, tol=tol, seed=seed, sparsity=sparsity,
         W_fixed=W_fixed, n_free=n_free, callback=callback,
     )  # fmt: skip
     edges = np.cumsum([0, *sizes, n_free])
@@ -370,7 +344,7 @@ def nmf_separate_supervised(
         groups = groups[:-1]
     names = tuple(labels) + (("residual",) if n_free > 0 else ())
     models = [res.W[:, g] @ res.H[g] for g in groups]
-    sources = _masked_sources(S, models, n_fft, hop, x.shape[1])
+    sources = apply_masks(S, soft_masks(models, MASK_POWER), n_fft, hop, x.shape[1])
     diagnostics = {
         "method": "nmf-supervised",
         "n_components": k,

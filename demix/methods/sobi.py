@@ -24,8 +24,9 @@ from typing import Any
 import numpy as np
 
 from demix.errors import ConvergenceWarning, ParameterError
+from demix.methods.jointdiag import joint_diagonalise
 from demix.methods.lagged import check_lags, lagged_covariances, off_diagonality, parse_lags
-from demix.methods.whitening import Whitening, check_mixture, whiten
+from demix.methods.whitening import Whitening, check_mixture, column_signs, whiten
 from demix.types import Callback, IterInfo, Separation
 
 __all__ = ["amuse", "lagged_covariances", "lsq", "parse_lags", "sobi"]
@@ -155,7 +156,7 @@ def sobi(
     _check_iteration(max_iter, tol)
     wh = whiten(X, n_sources)
     C = lagged_covariances(wh.whitened, lag_array)
-    V, n_sweeps, max_angle = _joint_diagonalise(C, max_iter, tol, callback)
+    V, n_sweeps, max_angle = joint_diagonalise(C, max_iter, tol, callback)
     converged = max_angle <= tol
     if not converged:
         warnings.warn(
@@ -329,7 +330,7 @@ def _lsq_separation(
     W = _lsq_unmixing(theta)
     W /= np.sqrt(np.einsum("ij,jk,ik->i", W, R[0], W))[:, None]
     A = np.linalg.inv(W)
-    signs = _signs(A)
+    signs = column_signs(A)
     W, A = W * signs[:, None], A * signs
     C_after = W @ R[1:] @ W.T
     diagnostics = {
@@ -353,50 +354,6 @@ def _lsq_separation(
     )
 
 
-def _joint_diagonalise(
-    C: np.ndarray, max_iter: int, tol: float, callback: Callback | None
-) -> tuple[np.ndarray, int, float]:
-    """Jacobi joint diagonalisation of symmetric ``C`` (n_lags, n, n); returns ``V``, sweeps, angle.
-
-    ``C`` is not modified; the rotated set is ``V^T C_tau V``.
-    """
-    n = C.shape[1]
-    M = np.ascontiguousarray(C.transpose(1, 2, 0))  # (n, n, n_lags): rows contiguous over lags
-    V = np.eye(n)
-    max_angle = 0.0
-    sweep = 0
-    for sweep in range(1, max_iter + 1):
-        max_angle = 0.0
-        for p in range(n - 1):
-            for q in range(p + 1, n):
-                theta = _jacobi_angle(M[p, p] - M[q, q], M[p, q] + M[q, p])
-                max_angle = max(max_angle, abs(theta))
-                if abs(theta) > tol:
-                    _rotate(M, V, p, q, np.cos(theta), np.sin(theta))
-        if callback is not None:
-            callback(IterInfo(iteration=sweep, max_iter=max_iter, change=max_angle))
-        if max_angle <= tol:
-            break
-    return V, sweep, max_angle
-
-
-def _jacobi_angle(g1: np.ndarray, g2: np.ndarray) -> float:
-    """Optimal Givens angle for one pair (Cardoso & Souloumiac 1996, real case)."""
-    ton = float(g1 @ g1 - g2 @ g2)
-    toff = 2.0 * float(g1 @ g2)
-    return 0.5 * float(np.arctan2(toff, ton + np.hypot(ton, toff)))
-
-
-def _rotate(M: np.ndarray, V: np.ndarray, p: int, q: int, c: float, s: float) -> None:
-    """In place: ``M_tau <- G^T M_tau G`` for every lag and ``V <- V G``, ``G = [[c, -s], [s, c]]``."""
-    Mp, Mq = M[p].copy(), M[q].copy()
-    M[p], M[q] = c * Mp + s * Mq, c * Mq - s * Mp
-    Mp, Mq = M[:, p].copy(), M[:, q].copy()
-    M[:, p], M[:, q] = c * Mp + s * Mq, c * Mq - s * Mp
-    Vp, Vq = V[:, p].copy(), V[:, q].copy()
-    V[:, p], V[:, q] = c * Vp + s * Vq, c * Vq - s * Vp
-
-
 def _separation(
     wh: Whitening,
     V: np.ndarray,
@@ -409,7 +366,7 @@ def _separation(
     extra: dict[str, Any],
 ) -> Separation:
     """Fold the rotation ``V`` into unmixing/mixing, fix signs, and record the diagnostics."""
-    signs = _signs(wh.dewhitening @ V)
+    signs = column_signs(wh.dewhitening @ V)
     W = (V.T @ wh.whitening) * signs[:, None]
     A = (wh.dewhitening @ V) * signs
     rotation = V * signs
@@ -430,13 +387,6 @@ def _separation(
         final_change=float(change),
         diagnostics=diagnostics,
     )
-
-
-def _signs(A: np.ndarray) -> np.ndarray:
-    """Signs making each column's largest-magnitude entry positive (sign is free; fix it)."""
-    signs = np.sign(A[np.argmax(np.abs(A), axis=0), np.arange(A.shape[1])])
-    signs[signs == 0] = 1.0
-    return signs
 
 
 def _check_iteration(max_iter: int, tol: float) -> None:

@@ -139,7 +139,7 @@ def principal_axes(C: np.ndarray, mean: np.ndarray) -> tuple[np.ndarray, np.ndar
     Raises :class:`ParameterError` when the rank is 0 (every channel silent or constant).
     """
     eigenvalues, E = np.linalg.eigh(C)
-    eigenvalues, E = eigenvalues[::-1], _fix_signs(E[:, ::-1])
+    eigenvalues, E = eigenvalues[::-1], E[:, ::-1] * column_signs(E[:, ::-1])
     rank = numerical_rank(eigenvalues, mean)
     if rank == 0:
         raise ParameterError("mixture: every channel is silent or constant; nothing to separate")
@@ -199,9 +199,12 @@ def _check_n_sources(n_sources: int | None, n_channels: int) -> int | None:
     return n_sources
 
 
-def _fix_signs(E: np.ndarray) -> np.ndarray:
-    """Flip each column so that its largest-magnitude entry is positive (deterministic output)."""
-    idx = np.argmax(np.abs(E), axis=0)
-    signs = np.sign(E[idx, np.arange(E.shape[1])])
+def column_signs(A: np.ndarray) -> np.ndarray:
+    """Signs ``(n_columns,)`` that make each column's largest-magnitude entry positive.
+
+    Blind separation leaves every source's sign free; fixing it this way makes results
+    deterministic (used for principal axes and for the mixing columns of every linear method).
+    """
+    signs = np.sign(A[np.argmax(np.abs(A), axis=0), np.arange(A.shape[1])])
     signs[signs == 0] = 1.0
-    return E * signs
+    return signs
