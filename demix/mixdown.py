@@ -13,9 +13,10 @@ from demix import audio
 from demix.errors import ParameterError
 from demix.jobs import WriteOptions, stage_audio
 from demix.manifest import clean, input_record, matrix, new_manifest, output_record
-from demix.mixing import mix, random_mixing
+from demix.mixing import add_noise, mix, parse_numbers, parse_points, random_mixing
 from demix.outputs import RunFolder, check_run_folder
 from demix.post import run_gain
+from demix.rooms import DEFAULT_MIC_SPACING, PanSpec, RoomSpec, spatial_images
 from demix.types import Signal
 
 
@@ -30,8 +31,13 @@ def build_mix(
     duration: float | None,
     options: WriteOptions,
     params: dict[str, Any],
+    spatial: RoomSpec | PanSpec | None = None,
 ) -> dict[str, Any]:
-    """Write ``mixture``, aligned ``references/`` and the truth, with ``mixture = A @ references``.
+    """Write ``mixture``, aligned ``references/`` and the truth.
+
+    Instantaneous (``spatial`` None): ``mixture = A @ references``, mono references, the true
+    ``A`` in the manifest. Spatial (a room or pans): each reference is its source's image, one
+    channel per microphone, and ``mixture = Σ references``; the manifest records the geometry.
 
     Sources are resampled to one rate (``options.sample_rate`` or the first file's), downmixed to
     mono by averaging their channels, and trimmed to the shortest (or ``duration`` seconds). One
@@ -45,7 +51,12 @@ def build_mix(
     check_run_folder(folder, force=options.force, inputs=sources)
     rng = np.random.default_rng(seed)
     n_src = len(sources)
-    if A is None:
+    if spatial is not None:
+        if A is not None:
+            raise ParameterError(
+                "--matrix is for instantaneous mixtures; it cannot be combined with --room or --pan"
+            )
+    elif A is None:
         if n_channels is not None and n_channels < 1:
             raise ParameterError(f"--channels must be ≥ 1, got {n_channels}")
         A = random_mixing(n_channels or n_src, n_src, rng)
@@ -65,10 +76,18 @@ def build_mix(
     S = np.stack([s[:length] for s in signals])
     load_s = time.perf_counter() - tic
 
-    X, noise = mix(S, A, snr_db=snr_db, rng=rng)
-    gain = run_gain([X, S] + ([noise] if noise is not None else []))
+    tic = time.perf_counter()
+    if spatial is None:
+        assert A is not None
+        X, noise = mix(S, A, snr_db=snr_db, rng=rng)
+        references, truth = S, {"kind": "instantaneous", "mixing": matrix(A)}
+    else:
+        references, truth = spatial_images(S, rate, spatial, rng)
+        X, noise = add_noise(references.sum(axis=0), snr_db=snr_db, rng=rng)
+    mix_s = time.perf_counter() - tic
+    gain = run_gain([X, references] + ([noise] if noise is not None else []))
     files = [("mixture", "mixture", X)]
-    files += [(f"references/source_{i + 1}", "reference", S[i]) for i in range(n_src)]
+    files += [(f"references/source_{i + 1}", "reference", references[i]) for i in range(n_src)]
     if noise is not None:
         files.append(("references/noise", "noise", noise))
 
@@ -87,14 +106,20 @@ def build_mix(
             outputs=outputs,
             gain=gain,
             truth={
-                "mixing": matrix(A),
+                **truth,
+                "channels": X.shape[0],
+                "references_are": "source images" if spatial is not None else "sources",
                 "references": [f"references/source_{i + 1}.{options.fmt}" for i in range(n_src)],
                 "sources": [str(p) for p in sources],
                 "snr_db": snr_db,
                 "noise": f"references/noise.{options.fmt}" if noise is not None else None,
                 "seed": seed,
             },
-            timings={"load_s": round(load_s, 4), "write_s": round(time.perf_counter() - tic, 4)},
+            timings={
+                "load_s": round(load_s, 4),
+                "mix_s": round(mix_s, 4),
+                "write_s": round(time.perf_counter() - tic, 4),
+            },
         )
         manifest = clean(manifest)
         run.commit(manifest)
@@ -112,3 +137,60 @@ def _load_mono_sources(paths: Sequence[Path], sample_rate: int | None) -> tuple[
             raise ParameterError(f"source {path} is silent: a silent source cannot be mixed and recovered")
         signals.append(mono)
     return signals, rate
+
+
+def spatial_spec(
+    n_sources: int,
+    *,
+    channels: int | None,
+    room: str | None = None,
+    rt60: float | None = None,
+    mic_spacing: float | None = None,
+    array_centre: str | None = None,
+    positions: str | None = None,
+    distances: str | None = None,
+    azimuths: str | None = None,
+    pan: str | None = None,
+    delays: str | None = None,
+) -> RoomSpec | PanSpec | None:
+    """Which mixture the ``mix`` options ask for: a room, pans, or None (instantaneous).
+
+    Every option given must belong to the kind chosen; the message names the one that does not.
+    """
+    room_only = {
+        "--rt60": rt60,
+        "--mic-spacing": mic_spacing,
+        "--array-centre": array_centre,
+        "--positions": positions,
+        "--distances": distances,
+        "--azimuths": azimuths,
+    }
+    if room is not None and pan is not None:
+        raise ParameterError("--room and --pan are two kinds of mixture; give one")
+    if room is None:
+        stray = [name for name, value in room_only.items() if value is not None]
+        if stray:
+            raise ParameterError(f"{stray[0]} describes a room mixture: it needs --room W,L,H")
+    if pan is None and delays is not None:
+        raise ParameterError("--delays needs --pan (delays of the panned stereo channels)")
+    if pan is not None:
+        if channels not in (None, 2):
+            raise ParameterError(f"--pan writes stereo (2 channels), but --channels is {channels}")
+        lags = parse_numbers(delays, "--delays", integer=True) if delays is not None else None
+        return PanSpec(parse_numbers(pan, "--pan"), None if lags is None else tuple(int(d) for d in lags))
+    if room is None:
+        return None
+    if rt60 is None:
+        raise ParameterError("--room needs --rt60 S, the reverberation time in seconds")
+    if positions is not None and (distances is not None or azimuths is not None):
+        raise ParameterError("--positions places the sources already; drop --distances/--azimuths")
+    return RoomSpec(
+        room=parse_numbers(room, "--room"),
+        rt60=rt60,
+        n_mics=channels or n_sources,
+        spacing=DEFAULT_MIC_SPACING if mic_spacing is None else mic_spacing,
+        centre=parse_numbers(array_centre, "--array-centre") if array_centre is not None else None,
+        positions=parse_points(positions, "--positions") if positions is not None else None,
+        distances=parse_numbers(distances, "--distances") if distances is not None else None,
+        azimuths_deg=parse_numbers(azimuths, "--azimuths") if azimuths is not None else None,
+    )

@@ -47,6 +47,27 @@ def parse_matrix(spec: str) -> np.ndarray:
     return A
 
 
+def parse_numbers(spec: str, name: str, *, integer: bool = False) -> tuple[float, ...]:
+    """Read ``"1.5,2,3"`` given to option ``name``; ``integer`` refuses fractions."""
+    try:
+        values = tuple(float(v) for v in spec.split(","))
+    except ValueError:
+        raise ParameterError(f"{name} {spec!r}: expected numbers separated by ',' like '1,2.5'") from None
+    if not all(np.isfinite(values)):
+        raise ParameterError(f"{name} {spec!r}: values must be finite numbers")
+    if integer and any(v != round(v) for v in values):
+        raise ParameterError(f"{name} {spec!r}: values must be whole numbers (samples)")
+    return values
+
+
+def parse_points(spec: str, name: str) -> tuple[tuple[float, ...], ...]:
+    """Read points ``"x,y,z;x,y,z"`` given to option ``name``."""
+    points = tuple(parse_numbers(part, name) for part in spec.split(";"))
+    if any(len(p) != 3 for p in points):
+        raise ParameterError(f"{name} {spec!r}: expected points x,y,z separated by ';'")
+    return points
+
+
 def random_mixing(n_channels: int, n_sources: int, rng: np.random.Generator) -> np.ndarray:
     """A random ``(n_channels, n_sources)`` mixing matrix with condition number ≤ 5.
 
@@ -84,7 +105,20 @@ def mix(
             f"--matrix has {A.shape[1]} column(s) but {sources.shape[0]} source(s) were given; "
             "columns are sources, rows are microphones"
         )
-    clean = A @ sources
+    return add_noise(A @ sources, snr_db=snr_db, rng=rng)
+
+
+def add_noise(
+    clean: np.ndarray, *, snr_db: float | None, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Return ``(clean + noise, noise)``: white Gaussian noise ``snr_db`` below each channel's power.
+
+    Parameters
+    ----------
+    clean : ndarray, (n_channels, n_samples)
+    snr_db : float or None
+        None adds nothing and returns ``(clean, None)``.
+    """
     if snr_db is None:
         return clean, None
     power = np.mean(clean**2, axis=1, keepdims=True)

@@ -23,12 +23,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy.signal import fftconvolve
 
 from demix.errors import ParameterError
 
-SOUND_SPEED = 343.0
-"""Speed of sound in m/s used for geometry checks; pyroomacoustics' default at 20 °C is the same."""
+DEFAULT_MIC_SPACING = 0.05
+"""Metres between neighbouring microphones of the linear array unless ``--mic-spacing`` says."""
 
 WALL_MARGIN = 0.5
 """Randomly placed sources keep at least this many metres from every wall."""
@@ -81,7 +80,7 @@ class RoomMix:
         return np.asarray(self.images.sum(axis=0))
 
     def facts(self) -> dict[str, Any]:
-        """JSON-serialisable record of the simulation (no audio)."""
+        """JSON-serialisable record of the simulation (no audio, no per-source delays)."""
         return {
             "rt60_requested": self.rt60_requested,
             "rt60_measured": round(self.rt60_measured, 4),
@@ -89,8 +88,93 @@ class RoomMix:
             "absorption_sabine": round(self.absorption_sabine, 5),
             "max_order": self.max_order,
             "calibration_steps": self.calibration_steps,
-            "direct_delays_samples": np.round(self.direct_delays, 3).tolist(),
         }
+
+
+@dataclass(frozen=True)
+class RoomSpec:
+    """A room mixture as ``demix mix --room`` asks for it (sizes and positions in metres).
+
+    ``centre`` defaults to the middle of the room; without ``positions`` or ``distances`` and
+    ``azimuths_deg`` the sources are placed by :func:`place_sources` from the mix's seed.
+    """
+
+    room: tuple[float, ...]
+    rt60: float
+    n_mics: int
+    spacing: float
+    centre: tuple[float, ...] | None = None
+    positions: tuple[tuple[float, ...], ...] | None = None
+    distances: tuple[float, ...] | None = None
+    azimuths_deg: tuple[float, ...] | None = None
+
+
+@dataclass(frozen=True)
+class PanSpec:
+    """An anechoic stereo mixture as ``demix mix --pan`` asks for it (see :func:`pan_images`)."""
+
+    pans_deg: tuple[float, ...]
+    delays: tuple[int, ...] | None = None
+
+
+def spatial_images(
+    sources: np.ndarray, sample_rate: int, spec: RoomSpec | PanSpec, rng: np.random.Generator
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Images ``(n_sources, n_mics, n_samples)`` for ``spec`` and the facts the manifest records.
+
+    The facts hold ``kind`` (``"room"`` or ``"pan"``), the geometry or pans, and ``per_source``:
+    one entry per source, in the order of the sources.
+    """
+    n_src = sources.shape[0]
+    if isinstance(spec, PanSpec):
+        images = pan_images(sources, spec.pans_deg, spec.delays)
+        delays = spec.delays or (0,) * n_src
+        per_source = [
+            {"pan_deg": p, "delay_samples": int(d)} for p, d in zip(spec.pans_deg, delays, strict=True)
+        ]
+        return images, {"kind": "pan", "per_source": per_source}
+    dims = _room(spec.room)
+    centre = np.asarray(spec.centre if spec.centre is not None else dims / 2, dtype=float)
+    mics = linear_array(spec.n_mics, spec.spacing, centre.tolist())
+    if spec.positions is not None:
+        positions, placement = np.asarray(spec.positions, dtype=float).T, "given positions"
+        if positions.shape != (3, n_src):
+            raise ParameterError(
+                f"--positions needs {n_src} points x,y,z (one per source), got {len(spec.positions)}"
+            )
+    elif spec.distances is not None or spec.azimuths_deg is not None:
+        if spec.distances is None or spec.azimuths_deg is None or len(spec.distances) != n_src:
+            raise ParameterError(f"--distances and --azimuths need one value per source ({n_src}) each")
+        positions = polar_positions(spec.distances, spec.azimuths_deg, centre.tolist())
+        placement = "given distances and azimuths"
+    else:
+        positions, placement = place_sources(n_src, centre.tolist(), dims.tolist(), rng), "seeded"
+    result = room_images(
+        sources, sample_rate, room=dims.tolist(), rt60=spec.rt60, mics=mics, positions=positions
+    )
+    offsets = positions - centre[:, None]
+    per_source = [
+        {
+            "position": positions[:, k].round(4).tolist(),
+            "distance_m": round(float(np.linalg.norm(offsets[:, k])), 4),
+            "azimuth_deg": round(float(np.degrees(np.arctan2(offsets[1, k], offsets[0, k]))), 2),
+            "direct_delay_samples": result.direct_delays[k].round(3).tolist(),
+        }
+        for k in range(n_src)
+    ]
+    facts = {
+        "kind": "room",
+        "room": {"size": dims.tolist(), **result.facts()},
+        "array": {
+            "kind": "linear, along x",
+            "centre": centre.tolist(),
+            "spacing_m": spec.spacing,
+            "microphones": mics.T.round(4).tolist(),
+        },
+        "placement": placement,
+        "per_source": per_source,
+    }
+    return result.images, facts
 
 
 def linear_array(n_mics: int, spacing: float, centre: Sequence[float]) -> np.ndarray:
@@ -211,6 +295,8 @@ def room_images(
     J. Acoust. Soc. Am. 65(4), 1979. R. Scheibler, E. Bezzam and I. Dokmanić, "Pyroomacoustics: a
     Python package for audio room simulations and array processing algorithms", ICASSP 2018.
     """
+    from scipy.signal import fftconvolve  # scipy.signal takes a second to import: only when simulating
+
     pra = _pyroomacoustics()
     dims = _room(room)
     S = np.atleast_2d(np.asarray(sources, dtype=float))
@@ -263,7 +349,7 @@ def room_images(
         images=images,
         rt60_requested=float(rt60),
         rt60_measured=float(np.median(shoebox.measure_rt60())),
-        absorption=alpha,
+        absorption=float(alpha),
         absorption_sabine=float(alpha0),
         max_order=int(max_order),
         calibration_steps=steps,
