@@ -51,17 +51,11 @@ def build_mix(
     check_run_folder(folder, force=options.force, inputs=sources)
     rng = np.random.default_rng(seed)
     n_src = len(sources)
-    if spatial is not None:
-        if A is not None:
-            raise ParameterError(
-                "--matrix is for instantaneous mixtures; it cannot be combined with --room or --pan"
-            )
-    elif A is None:
-        if n_channels is not None and n_channels < 1:
-            raise ParameterError(f"--channels must be ≥ 1, got {n_channels}")
-        A = random_mixing(n_channels or n_src, n_src, rng)
-    elif n_channels is not None and A.shape[0] != n_channels:
-        raise ParameterError(f"--matrix has {A.shape[0]} row(s) (microphones) but --channels is {n_channels}")
+    model = spatial if spatial is not None else _instantaneous_matrix(A, n_channels, n_src, rng)
+    if spatial is not None and A is not None:
+        raise ParameterError(
+            "--matrix is for instantaneous mixtures; it cannot be combined with --room or --pan"
+        )
 
     tic = time.perf_counter()
     signals, rate = _load_mono_sources(sources, options.sample_rate)
@@ -77,12 +71,11 @@ def build_mix(
     load_s = time.perf_counter() - tic
 
     tic = time.perf_counter()
-    if spatial is None:
-        assert A is not None
-        X, noise = mix(S, A, snr_db=snr_db, rng=rng)
-        references, truth = S, {"kind": "instantaneous", "mixing": matrix(A)}
+    if isinstance(model, np.ndarray):
+        X, noise = mix(S, model, snr_db=snr_db, rng=rng)
+        references, truth = S, {"kind": "instantaneous", "mixing": matrix(model)}
     else:
-        references, truth = spatial_images(S, rate, spatial, rng)
+        references, truth = spatial_images(S, rate, model, rng)
         X, noise = add_noise(references.sum(axis=0), snr_db=snr_db, rng=rng)
     mix_s = time.perf_counter() - tic
     gain = run_gain([X, references] + ([noise] if noise is not None else []))
@@ -124,6 +117,19 @@ def build_mix(
         manifest = clean(manifest)
         run.commit(manifest)
     return manifest
+
+
+def _instantaneous_matrix(
+    A: np.ndarray | None, n_channels: int | None, n_src: int, rng: np.random.Generator
+) -> np.ndarray:
+    """The given ``A`` checked against ``--channels``, or a seeded random one."""
+    if A is None:
+        if n_channels is not None and n_channels < 1:
+            raise ParameterError(f"--channels must be ≥ 1, got {n_channels}")
+        return random_mixing(n_channels or n_src, n_src, rng)
+    if n_channels is not None and A.shape[0] != n_channels:
+        raise ParameterError(f"--matrix has {A.shape[0]} row(s) (microphones) but --channels is {n_channels}")
+    return A
 
 
 def _load_mono_sources(paths: Sequence[Path], sample_rate: int | None) -> tuple[list[np.ndarray], int]:

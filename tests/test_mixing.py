@@ -8,7 +8,17 @@ import numpy as np
 import pytest
 
 from demix.errors import ParameterError
-from demix.mixing import MAX_CONDITION, mix, parse_matrix, random_mixing
+from demix.mixdown import spatial_spec
+from demix.mixing import (
+    MAX_CONDITION,
+    add_noise,
+    mix,
+    parse_matrix,
+    parse_numbers,
+    parse_points,
+    random_mixing,
+)
+from demix.rooms import DEFAULT_MIC_SPACING, PanSpec, RoomSpec
 
 
 def test_parse_matrix_string_rows_are_microphones() -> None:
@@ -69,3 +79,33 @@ def test_mix_noise_is_snr_below_each_channel() -> None:
 def test_mix_shape_mismatch_is_clear() -> None:
     with pytest.raises(ParameterError, match="column"):
         mix(np.zeros((3, 10)), np.eye(2), snr_db=None, rng=np.random.default_rng(0))
+
+
+def test_parse_numbers_and_points() -> None:
+    assert parse_numbers("1,2.5,-3", "--x") == (1.0, 2.5, -3.0)
+    assert parse_points("1,2,3;4,5,6", "--positions") == ((1.0, 2.0, 3.0), (4.0, 5.0, 6.0))
+    with pytest.raises(ParameterError, match="--delays"):
+        parse_numbers("1,2.5", "--delays", integer=True)
+    with pytest.raises(ParameterError, match="--pan"):
+        parse_numbers("1,,2", "--pan")
+    with pytest.raises(ParameterError, match="x,y,z"):
+        parse_points("1,2;3,4", "--positions")
+
+
+def test_spatial_spec_picks_the_kind_of_mixture() -> None:
+    assert spatial_spec(2, channels=None) is None
+    pan = spatial_spec(2, channels=None, pan="10,80", delays="0,-2")
+    assert pan == PanSpec((10.0, 80.0), (0, -2))
+    room = spatial_spec(3, channels=None, room="6,5,3", rt60=0.4, azimuths="0,90,180", distances="1,1,1")
+    assert isinstance(room, RoomSpec)
+    assert (
+        room.n_mics == 3 and room.spacing == DEFAULT_MIC_SPACING and room.azimuths_deg == (0.0, 90.0, 180.0)
+    )
+    with pytest.raises(ParameterError, match="--positions places"):
+        spatial_spec(2, channels=None, room="6,5,3", rt60=0.4, positions="1,1,1;2,2,1", distances="1,1")
+
+
+def test_add_noise_without_snr_is_the_identity() -> None:
+    clean = np.ones((2, 10))
+    X, noise = add_noise(clean, snr_db=None, rng=np.random.default_rng(0))
+    assert X is clean and noise is None
