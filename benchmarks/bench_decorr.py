@@ -102,8 +102,8 @@ def main() -> None:
 
     t_jd, (_, n_sweeps, max_angle) = _best_time(lambda: joint_diagonalise(C_auto, 100, 1e-8, None), REPEATS)
     t_sobi, result = _best_time(lambda: sobi(X, lags=LAGS), 1)
-    assert result.unmixing is not None
-    amari = amari_index(result.unmixing @ A)
+    assert result.model is not None
+    amari = amari_index(result.model.unmixing @ A)
     print(
         f"\njoint diagonalisation: {n_sweeps} sweeps in {t_jd * 1e3:.1f} ms "
         f"({t_jd * 1e3 / n_sweeps:.2f} ms/sweep, {N_CHANNELS * (N_CHANNELS - 1) // 2} pairs), "

@@ -119,8 +119,8 @@ def demix_runner(algorithm: str) -> Runner:
         sep = fastica(X, algorithm=algorithm, fun=FUN, tol=TOL, max_iter=MAX_ITER, seed=SEED)
         warm, full = sep.diagnostics["n_iter_warm_start"], sep.diagnostics["n_iter_full"]
         iters = f"{full} (+{warm} sub)" if warm else str(full)
-        assert sep.unmixing is not None
-        return sep.unmixing, iters
+        assert sep.model is not None
+        return sep.model.unmixing, iters
 
     return run
 

@@ -55,7 +55,7 @@ def read_audio(path: str | Path, *, sample_rate: int | None = None) -> Signal:
     if sample_rate is not None and sample_rate != rate:
         data = resample(data, int(rate), sample_rate)
         rate = sample_rate
-    return Signal(data=data, sample_rate=int(rate), origin=str(path))
+    return Signal(data=data, sample_rate=int(rate))
 
 
 def _read_with_librosa(path: Path) -> tuple[np.ndarray, int]:

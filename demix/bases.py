@@ -10,17 +10,17 @@ from __future__ import annotations
 import io
 import json
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from demix import __version__
-from demix.audio import read_audio, sha256
+from demix import __version__, checks
 from demix.errors import ParameterError
-from demix.inputs import expand_inputs
+from demix.methods.nmf_separate import SpectralFit
 from demix.outputs import safe_name, write_atomically
+from demix.types import Callback, Separation
 
 FORMAT = "demix-nmf-bases"
 SETTINGS = ("n_fft", "hop", "sample_rate", "beta")
@@ -47,12 +47,13 @@ def save_bases(path: Path, W: np.ndarray, metadata: dict[str, Any], *, force: bo
 def load_bases(path: Path) -> Bases:
     """Read a bases file, refusing anything that is not one (pickles above all)."""
     try:
-        with np.load(path, allow_pickle=False) as data:
+        # Opened as a zip first: np.load would read a plain .npy (named .npz) as one array.
+        with zipfile.ZipFile(path), np.load(path, allow_pickle=False) as data:
             W = np.asarray(data["W"], dtype=np.float64)
             meta = json.loads(str(data["metadata"]))
     except FileNotFoundError:
         raise ParameterError(f"--bases {path}: no such file") from None
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         raise ParameterError(f"--bases {path}: not a demix bases file (npz with W and metadata)") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ParameterError(f"--bases {path}: not a demix bases file (format {FORMAT!r} expected)")
@@ -72,48 +73,56 @@ def check_settings(path: Path, bases: Bases, settings: dict[str, Any]) -> None:
             )
 
 
-def load_labelled_bases(specs: list[str]) -> dict[str, tuple[Path, Bases]]:
-    """Parse ``--bases LABEL=FILE`` options and load each file; labels name the outputs."""
-    loaded: dict[str, tuple[Path, Bases]] = {}
+@dataclass(frozen=True)
+class SupervisedParams(SpectralFit):
+    """Parameters of ``demix nmf --bases``: bases files by label, and free components.
+
+    ``bases`` maps each label (it names the output) to its file; labels must be file-safe.
+    """
+
+    bases: dict[str, str] = field(default_factory=dict)
+    free: int = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        checks.integer("--free", self.free, low=0, high=4096)
+        if not self.bases:
+            raise ParameterError("--bases: expected at least one LABEL=FILE.npz")
+        for label in self.bases:
+            if not label or label != safe_name(label) or (self.free and label == "residual"):
+                raise ParameterError(
+                    f"--bases {label!r}: labels must be unique file-safe names (letters, digits, _ . -)"
+                    + (" other than 'residual', which names the free components" if self.free else "")
+                )
+
+
+def parse_bases_specs(specs: list[str]) -> dict[str, str]:
+    """``--bases LABEL=FILE`` options as ``{label: file}`` (labels unique)."""
+    parsed: dict[str, str] = {}
     for spec in specs:
         label, sep, file = spec.partition("=")
         if not sep or not label or not file:
             raise ParameterError(f"--bases {spec!r}: expected LABEL=FILE.npz, e.g. voice=voice.npz")
-        if label != safe_name(label) or label in loaded:
-            raise ParameterError(
-                f"--bases {spec!r}: labels must be unique file-safe names (letters, digits, _ . -)"
-            )
-        loaded[label] = (Path(file), load_bases(Path(file)))
-    return loaded
+        if label in parsed:
+            raise ParameterError(f"--bases {spec!r}: the label {label!r} is given twice")
+        parsed[label] = file
+    return parsed
 
 
-def learn_bases_file(
-    specs: list[str],
-    path: Path,
-    *,
-    components: int,
-    sample_rate: int | None,
-    force: bool,
-    **settings: Any,
-) -> dict[str, Any]:
-    """Learn bases from clean example file(s), concatenated in time, and save them to ``path``."""
-    from demix.methods.nmf_separate import learn_bases
+def separate_supervised(
+    X: np.ndarray, sample_rate: int, params: SupervisedParams, callback: Callback | None = None
+) -> Separation:
+    """Load the bases files, check they were learnt with this run's settings, and separate."""
+    from demix.methods.nmf_separate import nmf_separate_supervised
 
-    files = expand_inputs(specs)
-    if path.exists() and not force:
-        raise ParameterError(f"--save-bases {path} already exists; use --force to replace it")
-    first = read_audio(files[0], sample_rate=sample_rate)
-    signals = [first.data] + [read_audio(f, sample_rate=first.sample_rate).data for f in files[1:]]
-    X = np.concatenate([s.mean(axis=0) for s in signals])[None, :]
-    init = settings.pop("init")
-    W = learn_bases(X, first.sample_rate, n_components=components, init=init, **settings)
-    meta = {
-        "n_fft": settings["n_fft"],
-        "hop": settings["hop"],
-        "beta": settings["beta"],
-        "sample_rate": first.sample_rate,
-        "n_components": components,
-        "sources": [{"path": str(f), "sha256": sha256(f)} for f in files],
-    }
-    save_bases(path, W, meta, force=force)
-    return meta
+    settings = {"sample_rate": sample_rate, "n_fft": params.n_fft, "hop": params.hop, "beta": params.beta}
+    loaded = {}
+    for label, file in params.bases.items():
+        found = load_bases(Path(file))
+        check_settings(Path(file), found, settings)
+        loaded[label] = found.W
+    return nmf_separate_supervised(
+        X, sample_rate, bases=loaded, n_free=params.free, beta=params.beta, n_fft=params.n_fft,
+        hop=params.hop, max_iter=params.max_iter, tol=params.tol, seed=params.seed,
+        sparsity=params.sparsity, callback=callback,
+    )  # fmt: skip

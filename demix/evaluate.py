@@ -199,7 +199,7 @@ def _amari(reference: dict[str, Any] | None, estimate: dict[str, Any] | None) ->
     """Amari index of ``W @ A`` when the mix's true ``A`` and the run's ``W`` are both known."""
     truth = (reference or {}).get("truth", {}).get("mixing")
     model = (estimate or {}).get("model") or {}
-    if truth is None or model.get("unmixing") is None:
+    if truth is None or model.get("kind", "instantaneous") != "instantaneous" or model.get("unmixing") is None:
         return None
     W, A = np.asarray(model["unmixing"]), np.asarray(truth)
     if W.shape[1] != A.shape[0] or W.shape[0] != A.shape[1]:

@@ -1,4 +1,5 @@
-"""Plain data that says how a run is written: picklable, so a run can go to another process.
+"""Plain data that says what one run does and how it is written: picklable, so a run can go to
+another process or a cluster worker unchanged.
 
 ``stage_audio`` is the one place a run's audio is staged into its folder with these options.
 """
@@ -6,6 +7,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -34,6 +37,23 @@ class WriteOptions:
             )
         if self.ref_channel < 0:
             raise ParameterError(f"--ref-channel must be ≥ 0, got {self.ref_channel}")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One input through one method into one run folder.
+
+    ``method`` is a :data:`demix.registry.METHODS` key and ``params`` an instance of that
+    method's parameters dataclass; ``source`` a local file or an http(s) URL; ``command`` the
+    CLI command recorded in the manifest.
+    """
+
+    command: str
+    method: str
+    params: Any
+    source: Path | str
+    folder: Path
+    options: WriteOptions
 
 
 def stage_audio(run: RunFolder, file: str, data: np.ndarray, rate: int, options: WriteOptions) -> None:

@@ -1,12 +1,15 @@
-"""The only orchestrator: load → separate → post-process → write + manifest, and the mix builder.
+"""The only orchestrator: load → separate → finish → write + manifest, for every method.
 
-Every separating command is :func:`separate_file` with a different method; the CLI only parses
-options and renders what comes back. Batches run input by input: one bad input is recorded and
-the others go on.
+A separating command builds one :class:`~demix.jobs.Job` per input (method name, parameters,
+input, run folder, write options: plain data) and hands them to :func:`separate_batch`; the
+method comes from the registry, post-processing dispatches on the kind of model it returns,
+and names and per-source facts follow the sources into their final order. Batches run input by
+input: one bad input is recorded and the others go on.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -20,14 +23,13 @@ from demix import audio
 from demix.errors import DemixError, FetchError, ParameterError
 from demix.fetch import Log, ProgressHook, fetch_audio, url_stem
 from demix.inputs import Input, Named, run_folders
-from demix.jobs import WriteOptions, stage_audio
-from demix.manifest import clean, input_record, matrix, new_manifest, output_record
+from demix.jobs import Job, WriteOptions, stage_audio
+from demix.manifest import clean, input_record, new_manifest, output_record
+from demix.methods.nmf_separate import LearnBasesParams
 from demix.outputs import RunFolder, check_run_folder
-from demix.post import excess_kurtosis, run_gain, scale_linear
-from demix.types import Callback, Separation, Signal
-
-Method = Callable[[np.ndarray, int, Callback | None], Separation]
-"""A separation method bound to its parameters: ``(mixture, sample_rate, callback)``."""
+from demix.post import excess_kurtosis, finish, run_gain
+from demix.registry import method_spec
+from demix.types import Callback, Signal
 
 
 @dataclass
@@ -74,87 +76,90 @@ class _Stem(NamedTuple):
 
 
 def separate_batch(
-    command: str,
-    params: dict[str, Any],
-    method: Method,
-    inputs: Sequence[Input],
-    folders: Sequence[Path],
-    options: WriteOptions,
+    jobs: Sequence[Job],
     *,
     progress: Callable[[Input], Callback] | None = None,
     on_done: Callable[[Input, dict[str, Any] | DemixError], None] | None = None,
 ) -> BatchResult:
-    """Separate each input into its folder; every folder is checked before any work starts.
+    """Run every job; every run folder is checked before any work starts.
 
     ``progress(input)`` gives each input's iteration callback; ``on_done`` hears each outcome.
+    With one job its error propagates; in a batch a failing input is recorded and the others go on.
     """
-    options.validate()
-    for folder in folders:
-        check_run_folder(folder, force=options.force, inputs=_local(inputs))
+    local = [job.source for job in jobs if isinstance(job.source, Path)]
+    for job in jobs:
+        job.options.validate()
+        check_run_folder(job.folder, force=job.options.force, inputs=local)
     result = BatchResult()
-    for path, folder in zip(inputs, folders, strict=True):
+    for job in jobs:
         outcome: dict[str, Any] | DemixError
         try:
-            callback = progress(path) if progress is not None else None
-            outcome = separate_file(command, params, method, path, folder, options, callback=callback)
+            callback = progress(job.source) if progress is not None else None
+            outcome = run_job(job, callback=callback)
             result.manifests.append(outcome)
         except DemixError as exc:
-            if len(inputs) == 1:
+            if len(jobs) == 1:
                 raise
             outcome = exc
-            result.failures.append((str(path), exc))
+            result.failures.append((str(job.source), exc))
         if on_done is not None:
-            on_done(path, outcome)
+            on_done(job.source, outcome)
     return result
 
 
-def separate_file(
-    command: str,
-    params: dict[str, Any],
-    method: Method,
-    path: Input,
-    folder: Path,
-    options: WriteOptions,
-    *,
-    callback: Callback | None = None,
-) -> dict[str, Any]:
-    """Run one input (a file, or a URL read through the cache); return the manifest written to ``folder``."""
+def run_job(job: Job, *, callback: Callback | None = None) -> dict[str, Any]:
+    """Load → separate → finish → write + manifest for one job; return the manifest written."""
+    spec = method_spec(job.method)
+    options = job.options
     timings: dict[str, float] = {}
     tic = time.perf_counter()
-    signal, record = _load(path, options.sample_rate)
+    signal, record = load_input(job.source, options.sample_rate)
     if not 0 <= options.ref_channel < signal.n_channels:
         raise ParameterError(
-            f"--ref-channel {options.ref_channel} is out of range: {path} has {signal.n_channels} channel(s)"
+            f"--ref-channel {options.ref_channel} is out of range: "
+            f"{job.source} has {signal.n_channels} channel(s)"
         )
     timings["load_s"] = time.perf_counter() - tic
 
     tic = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        separation = method(signal.data, signal.sample_rate, callback)
+        separation = spec.separate(signal.data, signal.sample_rate, job.params, callback)
     timings["separate_s"] = time.perf_counter() - tic
 
-    manifest = new_manifest(command, params)
-    manifest["inputs"] = [record]
-    sources, model = _physical_sources(separation, options)
+    finished = finish(separation, ref_channel=options.ref_channel, scale=options.scale)
+    order = [int(i) for i in finished.order]
+    sources = finished.sources
     gain = 1.0 if options.scale == "unit" else run_gain([sources])
-    names = separation.names or tuple(f"source_{i + 1}" for i in range(len(sources)))
-    # Multichannel sources (n_sources, n_channels, n_samples): kurtosis of their channel mean.
-    kurtosis = excess_kurtosis(sources if sources.ndim == 2 else sources.mean(axis=1))
+    names = (
+        tuple(separation.names[i] for i in order)
+        if separation.names is not None
+        else tuple(f"source_{i + 1}" for i in range(len(sources)))
+    )
+    facts = [separation.facts[i] for i in order] if separation.facts else [{} for _ in order]
+    # Images (n_sources, n_channels, n_samples): kurtosis of their channel mean.
+    kurtosis = excess_kurtosis(sources if separation.layout == "mono" else sources.mean(axis=1))
 
+    manifest = new_manifest(
+        job.command, {"method": spec.name, **params_record(job.params), **_write_record(options)}
+    )
+    manifest["inputs"] = [record]
     tic = time.perf_counter()
     outputs = []
-    with RunFolder(folder) as run:
-        for name, source, kurt in zip(names, sources, kurtosis, strict=True):
+    with RunFolder(job.folder) as run:
+        for name, source, fact, kurt, index in zip(names, sources, facts, kurtosis, order, strict=True):
             written = source * gain
             file = f"{name}.{options.fmt}"
             stage_audio(run, file, written, signal.sample_rate, options)
-            outputs.append(output_record(file, "source", written, kurtosis=round(kurt, 3)))
+            outputs.append(
+                output_record(file, "source", written, kurtosis=round(kurt, 3), method_index=index, **fact)
+            )
         timings["write_s"] = time.perf_counter() - tic
         manifest.update(
             outputs=outputs,
+            layout=separation.layout,
             gain=gain,
-            model=model,
+            model=finished.model,
             convergence={
                 "n_iter": separation.n_iter,
                 "converged": separation.converged,
@@ -169,7 +174,22 @@ def separate_file(
     return manifest
 
 
-def _load(item: Input, sample_rate: int | None) -> tuple[Signal, dict[str, Any]]:
+def params_record(params: Any) -> dict[str, Any]:
+    """A parameters dataclass as the manifest's ``params`` (every field, defaults included)."""
+    return dataclasses.asdict(params)
+
+
+def _write_record(options: WriteOptions) -> dict[str, Any]:
+    return {
+        "ref_channel": options.ref_channel,
+        "scale": options.scale,
+        "format": options.fmt,
+        "subtype": options.subtype,
+        "sr": options.sample_rate,
+    }
+
+
+def load_input(item: Input, sample_rate: int | None) -> tuple[Signal, dict[str, Any]]:
     """Read a file, or fetch a URL (a cache hit once fetched) and read its WAV; and its record."""
     if isinstance(item, Path):
         signal = audio.read_audio(item, sample_rate=sample_rate)
@@ -179,21 +199,35 @@ def _load(item: Input, sample_rate: int | None) -> tuple[Signal, dict[str, Any]]
     return signal, {**input_record(fetched.path, signal), **fetched.media.record()}
 
 
+def learn_bases_file(
+    sources: Sequence[Input], path: Path, params: LearnBasesParams, *, sample_rate: int | None, force: bool
+) -> dict[str, Any]:
+    """Learn NMF bases from clean examples of one source (concatenated in time) into ``path``.
+
+    The examples are loaded as every input is (files or URLs, resampled to ``sample_rate`` or the
+    first one's rate, downmixed to mono); the file records the settings that must match at use.
+    """
+    from demix.bases import save_bases
+    from demix.methods.nmf_separate import learn
+
+    local = [item.resolve() for item in sources if isinstance(item, Path)]
+    if path.resolve() in local:
+        raise ParameterError(f"-o/--out {path} is one of the examples; choose another file name")
+    if path.exists() and not force:
+        raise ParameterError(f"-o/--out {path} already exists; use --force to replace it")
+    first, first_record = load_input(sources[0], sample_rate)
+    loaded = [(first, first_record)] + [load_input(item, first.sample_rate) for item in sources[1:]]
+    X = np.concatenate([signal.data.mean(axis=0) for signal, _ in loaded])[None, :]
+    W = learn(X, params)
+    meta = {
+        **params_record(params),
+        "sample_rate": first.sample_rate,
+        "n_components": params.components,
+        "sources": [{"path": record["path"], "sha256": record["sha256"]} for _, record in loaded],
+    }
+    save_bases(path, W, meta, force=force)
+    return meta
+
+
 def _local(inputs: Sequence[Input]) -> list[Path]:
     return [item for item in inputs if isinstance(item, Path)]
-
-
-def _physical_sources(
-    separation: Separation, options: WriteOptions
-) -> tuple[np.ndarray, dict[str, Any] | None]:
-    """Sources as they will be written (before the run gain) and the linear model in that scale."""
-    if separation.mixing is None:
-        return separation.sources, None
-    scaled = scale_linear(separation, ref_channel=options.ref_channel, scale=options.scale)
-    model = {
-        "unmixing": matrix(scaled.unmixing),
-        "mixing": matrix(scaled.mixing),
-        "scale": options.scale,
-        "ref_channel": options.ref_channel,
-    }
-    return scaled.sources, model

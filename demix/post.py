@@ -7,15 +7,51 @@ there is never a per-source normalisation: one gain serves the whole run.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
 from demix.audio import PEAK_LIMIT
 from demix.errors import ParameterError
-from demix.types import Separation
+from demix.types import Instantaneous, Separation
 
 Scale = Literal["reference", "unit"]
+
+
+@dataclass(frozen=True)
+class Finished:
+    """Sources as they will be written (before the run gain), in their final order.
+
+    ``order[i]`` is the index, in the method's output, of the ``i``-th written source: names and
+    per-source facts are reordered with it. ``model`` is the manifest's record of the model in the
+    written scale (None for methods without one).
+    """
+
+    sources: np.ndarray
+    order: np.ndarray
+    model: dict[str, Any] | None
+
+
+def finish(separation: Separation, *, ref_channel: int, scale: Scale) -> Finished:
+    """Fix what the method left free, by the kind of its model, in one place.
+
+    Instantaneous models are projected back onto ``ref_channel`` (or kept at unit variance) and
+    ordered loudest first there; sources without a model keep the method's scale and order.
+    """
+    model = separation.model
+    if isinstance(model, Instantaneous):
+        if separation.layout != "mono":
+            raise ValueError("an instantaneous model describes mono sources")
+        scaled = scale_linear(separation.sources, model, ref_channel=ref_channel, scale=scale)
+        record = {
+            "kind": model.kind,
+            "unmixing": scaled.unmixing,
+            "mixing": scaled.mixing,
+            "scale": scale,
+            "ref_channel": ref_channel,
+        }
+        return Finished(scaled.sources, scaled.order, record)
+    return Finished(separation.sources, np.arange(separation.n_sources), None)
 
 
 @dataclass(frozen=True)
@@ -33,16 +69,17 @@ class ScaledSources:
     order: np.ndarray
 
 
-def scale_linear(separation: Separation, *, ref_channel: int, scale: Scale) -> ScaledSources:
+def scale_linear(
+    sources: np.ndarray, model: Instantaneous, *, ref_channel: int, scale: Scale
+) -> ScaledSources:
     """Back-project onto ``ref_channel`` (or keep unit variance) and order by energy there.
 
     Back-projection (minimal distortion, Matsuoka 2002) gives source ``i`` the scale at which the
-    reference microphone heard it, ``A[ref, i] * s_i``. Order: loudest at the reference first;
-    the sign of unit-variance sources follows the reference microphone's polarity.
+    reference microphone heard it, ``A[ref, i] * s_i``. Order: loudest at the reference first
+    (ties keep the method's order); the sign of unit-variance sources follows the reference
+    microphone's polarity.
     """
-    A, W, S = separation.mixing, separation.unmixing, separation.sources
-    if A is None or W is None:
-        raise ParameterError("back-projection needs a linear model (mixing and unmixing)")
+    A, W, S = model.mixing, model.unmixing, sources
     if not 0 <= ref_channel < A.shape[0]:
         raise ParameterError(
             f"--ref-channel {ref_channel} is out of range for {A.shape[0]} channel(s) (0 … {A.shape[0] - 1})"

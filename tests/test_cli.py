@@ -95,6 +95,11 @@ def test_eval_table_and_file_lists(mixdir: Path, icadir: Path) -> None:
     code, out, err = run("eval", *refs, *ests)
     assert code == 0, err
     assert "SIR" in out and "no estimate for reference" in out
+    rows = [line.split("│") for line in out.splitlines() if line.count("│") == 5]
+    assert sorted(row[1].strip() for row in rows) == ["ica/source_1.wav", "ica/source_2.wav"]
+    scores = np.array([[float(cell) for cell in row[2:]] for row in rows])  # SDR SIR SAR SI-SDR
+    # Two well-separated voices: every score is a finite number far above 0 dB (a NaN table fails).
+    assert np.all(np.isfinite(scores)) and scores[:, 1].min() > 30 and scores.min() > 15
 
 
 def test_json_mode_prints_only_json(mixdir: Path, tmp_path: Path) -> None:

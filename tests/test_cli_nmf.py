@@ -32,8 +32,7 @@ def test_stereo_sources_are_stereo_and_sum_to_the_mixture(tmp_path: Path) -> Non
     error = 10 * np.log10(np.sum((total - stereo) ** 2) / np.sum(stereo**2))
     # Wiener masks sum to one, so only float32 storage separates the sum from the mixture.
     assert error < -60
-    groups = manifest["diagnostics"]["sources"]
-    assert sorted(i for g in groups for i in g["components"]) == list(range(12))
+    assert sorted(i for o in manifest["outputs"] for i in o["components"]) == list(range(12))
 
 
 def _excerpt(path: Path, dest: Path, start_s: float, stop_s: float, rate: int = 16000) -> Path:
@@ -51,7 +50,7 @@ def test_supervised_bases_separate_real_voice_and_trumpet(tmp_path: Path) -> Non
         clip = _excerpt(path, tmp_path / f"{label}_train.wav", *train)
         _excerpt(path, tmp_path / f"{label}_test.wav", *test)
         bases[label] = tmp_path / f"{label}.npz"
-        code, _, err = run("nmf", clip, "--save-bases", bases[label], "-k", "20", *FAST)
+        code, _, err = run("bases", "learn", clip, "-o", bases[label], "-k", "20", *FAST)
         assert code == 0, err
     mixdir = tmp_path / "mix"
     tests = [tmp_path / "voice_test.wav", tmp_path / "trumpet_test.wav"]
@@ -64,6 +63,10 @@ def test_supervised_bases_separate_real_voice_and_trumpet(tmp_path: Path) -> Non
     assert code == 0, err
     manifest = json.loads((out / "demix.json").read_text())
     assert manifest["params"]["bases"] == {k: str(v) for k, v in bases.items()}
+    assert manifest["params"]["method"] == "nmf-supervised"
+    assert [o["file"] for o in manifest["outputs"]] == ["voice.wav", "trumpet.wav"]
+    meta = json.loads(str(np.load(bases["voice"])["metadata"]))
+    assert meta["n_components"] == 20 and meta["sources"][0]["sha256"]
     code, report, err = run("eval", "-r", mixdir, "-e", out, "--json")
     scores = {Path(s["estimate"]).stem: s for s in json.loads(report)["scores"]}
     # Bases learnt on other excerpts of each source; measured 12 / 17 dB. Blind grouping or
@@ -110,11 +113,15 @@ def test_bad_input(tmp_path: Path, make, args: list[str], fragment: str) -> None
 
 def test_bases_with_other_settings_or_not_bases_are_refused(tmp_path: Path) -> None:
     clip = SAMPLE_AUDIO / "instrument.wav"
-    assert run("nmf", clip, "--save-bases", tmp_path / "b.npz", "-k", "4", *FAST)[0] == 0
-    code, _, err = run("nmf", clip, "--save-bases", tmp_path / "b.npz", "-k", "4")
+    assert run("bases", "learn", clip, "-o", tmp_path / "b.npz", "-k", "4", *FAST)[0] == 0
+    code, _, err = run("bases", "learn", clip, "-o", tmp_path / "b.npz", "-k", "4")
     assert_one_line_error(code, err, 2, "--force")
     code, _, err = run("nmf", clip, "-o", tmp_path / "o", "--bases", f"x={tmp_path / 'b.npz'}")
     assert_one_line_error(code, err, 2, "n_fft")
+    before = clip.read_bytes()
+    code, _, err = run("bases", "learn", clip, "-o", clip, "-k", "4", "--force")
+    assert_one_line_error(code, err, 2, "is one of the examples")
+    assert clip.read_bytes() == before
     np.savez(tmp_path / "evil.npz", W=np.array([object()], dtype=object))
     code, _, err = run("nmf", clip, "-o", tmp_path / "o", "--bases", f"x={tmp_path / 'evil.npz'}")
     assert_one_line_error(code, err, 2, "not a demix bases file")

@@ -58,7 +58,7 @@ def test_sobi_separates_gaussian_ar_sources_that_fastica_cannot(seed: int) -> No
     result = sobi(X)
     # Second-order statistics identify sources with distinct spectra whatever their
     # distribution; the estimation error at 10^4 samples is ~0.003 here, 0.05 leaves margin.
-    assert amari_index(result.unmixing @ A) <= 0.05
+    assert amari_index(result.model.unmixing @ A) <= 0.05
     assert result.converged and 1 <= result.n_iter < 20
     assert result.diagnostics["off_diagonality_after"] < 0.01 < result.diagnostics["off_diagonality_before"]
 
@@ -67,7 +67,7 @@ def test_sobi_separates_gaussian_ar_sources_that_fastica_cannot(seed: int) -> No
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         ica = fastica(X, seed=seed)
-    assert amari_index(ica.unmixing @ A) > max(0.1, 10 * amari_index(result.unmixing @ A))
+    assert amari_index(ica.model.unmixing @ A) > max(0.1, 10 * amari_index(result.model.unmixing @ A))
 
 
 @pytest.mark.parametrize("method", ["sobi", "amuse", "lsq"])
@@ -78,10 +78,10 @@ def test_result_follows_the_separation_contract(method: str) -> None:
     methods: dict[str, Callable[..., Separation]] = {"sobi": sobi, "amuse": amuse, "lsq": lsq}
     result = methods[method](X)
     assert result.sources.shape == (2, 4000)
-    assert result.mixing is not None and result.unmixing is not None
-    np.testing.assert_allclose(result.unmixing @ _centred(X), result.sources, atol=1e-9)
+    assert result.model is not None
+    np.testing.assert_allclose(result.model.unmixing @ _centred(X), result.sources, atol=1e-9)
     np.testing.assert_allclose(result.sources.std(axis=1), 1.0, rtol=1e-9)
-    np.testing.assert_allclose(result.unmixing @ result.mixing, np.eye(2), atol=1e-9)
+    np.testing.assert_allclose(result.model.unmixing @ result.model.mixing, np.eye(2), atol=1e-9)
     diagnostics = result.diagnostics
     assert diagnostics["lags"] == ([1] if method == "amuse" else list(range(1, 101)))
     assert 0.0 <= diagnostics["off_diagonality_after"] < diagnostics["off_diagonality_before"] <= 1.0
@@ -121,8 +121,8 @@ def test_amuse_fails_at_a_lag_where_autocorrelations_are_equal() -> None:
         good, bad = amuse(A @ S, lag=1), amuse(A @ S, lag=2)
         assert good.diagnostics["eigenvalue_gap"] == pytest.approx(2 * a, abs=0.1)
         assert bad.diagnostics["eigenvalue_gap"] < 0.1  # 0 in theory; sampling noise
-        lag1.append(amari_index(good.unmixing @ A))
-        lag2.append(amari_index(bad.unmixing @ A))
+        lag1.append(amari_index(good.model.unmixing @ A))
+        lag2.append(amari_index(bad.model.unmixing @ A))
     assert max(lag1) <= 0.05
     # Only the sampling noise picks the eigenvectors at lag 2. It is not isotropic (the two
     # sample autocorrelations fluctuate more than the cross-correlation), so some draws land near
@@ -140,8 +140,8 @@ def test_identical_spectra_cannot_be_separated_by_any_lag() -> None:
         rng = np.random.default_rng(seed)
         S = np.stack([_ar(rng, 4000, [0.7]), _ar(rng, 4000, [0.7])])
         A = _well_conditioned(rng, 2)
-        amuse_index.append(amari_index(amuse(A @ S).unmixing @ A))
-        sobi_index.append(amari_index(sobi(A @ S, lags="1-20").unmixing @ A))
+        amuse_index.append(amari_index(amuse(A @ S).model.unmixing @ A))
+        sobi_index.append(amari_index(sobi(A @ S, lags="1-20").model.unmixing @ A))
     assert np.mean(amuse_index) > 0.2
     assert np.mean(sobi_index) > 0.2
 
@@ -216,7 +216,7 @@ def test_rank_deficient_mixture_is_reduced_with_a_warning() -> None:
     with pytest.warns(UserWarning, match="rank 2 for 3 channels"):
         result = sobi(X)
     assert result.sources.shape == (2, 3000)
-    assert result.mixing is not None and result.mixing.shape == (3, 2)
+    assert result.model is not None and result.model.mixing.shape == (3, 2)
     assert result.diagnostics["rank"] == 2
 
 
@@ -323,6 +323,6 @@ def test_lsq_reports_each_start_and_is_reproducible() -> None:
     first = lsq(X, seed=3, n_starts=4, callback=seen.append)
     assert [info.iteration for info in seen] == [1, 2, 3, 4]
     assert seen[-1].change == first.final_change == min(first.diagnostics["start_costs"])
-    np.testing.assert_array_equal(lsq(X, seed=3, n_starts=4).unmixing, first.unmixing)
+    np.testing.assert_array_equal(lsq(X, seed=3, n_starts=4).model.unmixing, first.model.unmixing)
     with pytest.raises(ParameterError, match="--seed"):
         lsq(X, seed=-1)

@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from demix import __version__
+from demix.cli.bases import bases_app
 from demix.cli.decorr import decorr
 from demix.cli.evaluate import evaluate
 from demix.cli.fetch import fetch
@@ -31,6 +32,7 @@ app.command(no_args_is_help=True)(decorr)
 app.command("eval", no_args_is_help=True)(evaluate)
 app.command(no_args_is_help=True)(fetch)
 app.add_typer(identify_app)
+app.add_typer(bases_app)
 
 
 def _show_version(value: bool) -> None:

@@ -96,40 +96,52 @@ class Reporter:
             yield for_input
 
 
-def handle_errors(verbose_arg: str = "verbose") -> Callable[[Callable[P, R]], Callable[P, R]]:
+@contextmanager
+def translated_errors(reporter: Reporter) -> Iterator[None]:
     """Translate exceptions once: DemixError → its exit code, anything else → exit 1.
 
     Warnings not recorded elsewhere become ``warning:`` lines (none with ``--quiet``). A traceback
-    is printed only when the command's ``verbose_arg`` keyword is true.
+    is printed only with ``--verbose``.
+    """
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                yield
+            finally:
+                for message in dict.fromkeys(str(w.message) for w in caught):
+                    reporter.warn(message)
+    except (typer.Exit, typer.Abort):
+        raise
+    except DemixError as exc:
+        if reporter.verbose:
+            traceback.print_exc()
+        reporter.error(str(exc))
+        raise typer.Exit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        reporter.error("interrupted")
+        raise typer.Exit(130) from None
+    except Exception as exc:
+        if reporter.verbose:
+            traceback.print_exc()
+        reporter.error(f"internal error: {type(exc).__name__}: {exc} (run with -v for details)")
+        raise typer.Exit(1) from None
+
+
+def handle_errors() -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Run a command inside :func:`translated_errors`, reporting as its own ``-q``/``-v`` ask.
+
+    For commands that declare ``quiet`` and ``verbose`` themselves; separating commands get the
+    same translation from :func:`demix.cli.shared.separating_command`, so no command stacks two
+    decorators whose order would matter.
     """
 
     def decorate(command: Callable[P, R]) -> Callable[P, R]:
         @functools.wraps(command)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-            reporter = Reporter(quiet=bool(kwargs.get("quiet")), verbose=bool(kwargs.get(verbose_arg)))
-            try:
-                with warnings.catch_warnings(record=True) as caught:
-                    warnings.simplefilter("always")
-                    try:
-                        return command(*args, **kwargs)
-                    finally:
-                        for message in dict.fromkeys(str(w.message) for w in caught):
-                            reporter.warn(message)
-            except (typer.Exit, typer.Abort):
-                raise
-            except DemixError as exc:
-                if reporter.verbose:
-                    traceback.print_exc()
-                reporter.error(str(exc))
-                raise typer.Exit(exc.exit_code) from None
-            except KeyboardInterrupt:
-                reporter.error("interrupted")
-                raise typer.Exit(130) from None
-            except Exception as exc:
-                if reporter.verbose:
-                    traceback.print_exc()
-                reporter.error(f"internal error: {type(exc).__name__}: {exc} (run with -v for details)")
-                raise typer.Exit(1) from None
+            reporter = Reporter(quiet=bool(kwargs.get("quiet")), verbose=bool(kwargs.get("verbose")))
+            with translated_errors(reporter):
+                return command(*args, **kwargs)
 
         return wrapper
 

@@ -5,14 +5,12 @@ from __future__ import annotations
 from enum import Enum
 from typing import Annotated
 
-import numpy as np
 import typer
 
 from demix.cli import options as opt
-from demix.cli.console import handle_errors
 from demix.cli.runner import run_separation
 from demix.cli.shared import Shared, separating_command
-from demix.types import Callback, Separation
+from demix.methods.fastica import FastICAParams
 
 
 class Algorithm(str, Enum):
@@ -26,45 +24,26 @@ class Contrast(str, Enum):
     cube = "cube"
 
 
-@handle_errors()
 @separating_command
 def ica(
     inputs: opt.Inputs,
     out: opt.Out,
-    sources: opt.Sources = None,
+    sources: opt.Sources = FastICAParams.sources,
     algorithm: Annotated[
         Algorithm, typer.Option("--algorithm", help="Estimate all at once or one by one.")
-    ] = Algorithm.parallel,
-    fun: Annotated[Contrast, typer.Option("--fun", help="Contrast function G.")] = Contrast.logcosh,
-    max_iter: opt.MaxIter = 200,
-    tol: opt.Tol = 1e-4,
+    ] = Algorithm(FastICAParams.algorithm),
+    fun: Annotated[Contrast, typer.Option("--fun", help="Contrast function G.")] = Contrast(
+        FastICAParams.fun
+    ),
+    max_iter: opt.MaxIter = FastICAParams.max_iter,
+    tol: opt.Tol = FastICAParams.tol,
     seed: opt.Seed = 0,
     ref_channel: opt.RefChannel = 0,
     scale: opt.Scale = opt.Scaling.reference,
     shared: Shared = Shared(),
 ) -> None:
     """Separate as many sources as there are microphones with FastICA (ours, numpy)."""
-    from demix.methods.fastica import fastica
-
-    params = {
-        "sources": sources,
-        "algorithm": algorithm.value,
-        "fun": fun.value,
-        "max_iter": max_iter,
-        "tol": tol,
-        "seed": seed,
-    }
-
-    def method(X: np.ndarray, sample_rate: int, callback: Callback | None) -> Separation:
-        return fastica(
-            X,
-            n_sources=sources,
-            algorithm=algorithm.value,
-            fun=fun.value,
-            max_iter=max_iter,
-            tol=tol,
-            seed=seed,
-            callback=callback,
-        )
-
-    run_separation("ica", params, method, inputs, out, shared, scale=scale.value, ref_channel=ref_channel)
+    params = FastICAParams(
+        sources=sources, algorithm=algorithm.value, fun=fun.value, max_iter=max_iter, tol=tol, seed=seed
+    )
+    run_separation("fastica", params, inputs, out, shared, scale=scale.value, ref_channel=ref_channel)

@@ -6,15 +6,14 @@ from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
-import numpy as np
 import typer
 
+from demix.bases import SupervisedParams, load_bases, parse_bases_specs
 from demix.cli import options as opt
-from demix.cli.console import handle_errors
 from demix.cli.runner import run_separation
 from demix.cli.shared import Shared, separating_command
 from demix.errors import ParameterError
-from demix.types import Callback, Separation
+from demix.methods.nmf_separate import NMFParams, SpectralFit
 
 
 class Grouping(str, Enum):
@@ -23,31 +22,23 @@ class Grouping(str, Enum):
     none = "none"
 
 
-class Init(str, Enum):
-    random = "random"
-    nndsvd = "nndsvd"
-
-
-@handle_errors()
 @separating_command
 def nmf(
     inputs: opt.Inputs,
-    out: Annotated[
-        Path | None, typer.Option("-o", "--out", help="Output folder (not needed with --save-bases).")
-    ] = None,
-    components: Annotated[int, typer.Option("-k", "--components", min=1, help="NMF rank K.")] = 16,
+    out: opt.Out,
+    components: Annotated[
+        int, typer.Option("-k", "--components", min=1, help="NMF rank K.")
+    ] = NMFParams.components,
     sources: Annotated[
         int, typer.Option("-n", "--sources", min=1, help="Sources to group components into.")
-    ] = 2,
-    beta: Annotated[
-        float, typer.Option("--beta", help="Beta divergence: 2 Euclidean, 1 KL, 0 Itakura-Saito.")
-    ] = 1.0,
-    n_fft: Annotated[int, typer.Option("--n-fft", min=16, help="STFT frame length in samples.")] = 2048,
-    hop: Annotated[int, typer.Option("--hop", min=1, help="STFT hop in samples.")] = 512,
-    max_iter: opt.MaxIter = 200,
-    tol: opt.Tol = 1e-4,
-    seed: opt.Seed = 0,
-    init: Annotated[Init, typer.Option("--init", help="Initialisation of the factors.")] = Init.random,
+    ] = NMFParams.sources,
+    beta: opt.Beta = SpectralFit.beta,
+    n_fft: opt.NFft = SpectralFit.n_fft,
+    hop: opt.Hop = SpectralFit.hop,
+    max_iter: opt.MaxIter = SpectralFit.max_iter,
+    tol: opt.Tol = SpectralFit.tol,
+    seed: opt.Seed = SpectralFit.seed,
+    init: opt.NMFInit = opt.Init(NMFParams.init),
     group: Annotated[
         Grouping,
         typer.Option(
@@ -55,10 +46,8 @@ def nmf(
             help="percussive-harmonic: drums vs tonal; timbre: k-means on MFCCs of the "
             "bases; none: every component its own output.",
         ),
-    ] = Grouping.percussive_harmonic,
-    sparsity: Annotated[
-        float, typer.Option("--sparsity", min=0.0, help="L1 penalty on the activations.")
-    ] = 0.0,
+    ] = Grouping(NMFParams.group),
+    sparsity: opt.Sparsity = SpectralFit.sparsity,
     transients: Annotated[
         bool,
         typer.Option(
@@ -66,100 +55,38 @@ def nmf(
             help="percussive-harmonic: move the attacks of tonal components to the percussive "
             "source (better harmonic stem; turn off when the drums are much quieter).",
         ),
-    ] = True,
-    save_bases: Annotated[
-        Path | None, typer.Option("--save-bases", help="Learn -k bases from clean example(s) into this .npz.")
-    ] = None,
+    ] = NMFParams.transients,
     bases: Annotated[
         list[str] | None,
-        typer.Option("--bases", help="LABEL=FILE.npz: separate with these learnt bases (repeat per source)."),
+        typer.Option(
+            "--bases",
+            help="LABEL=FILE.npz: separate with bases learnt by `demix bases learn` (repeat per source).",
+        ),
     ] = None,
     free: Annotated[
-        int, typer.Option("--free", min=0, help="Extra free components, written as residual.")
-    ] = 0,
+        int, typer.Option("--free", min=0, help="Extra free components beside --bases, written as residual.")
+    ] = SupervisedParams.free,
     shared: Shared = Shared(),
 ) -> None:
     """Separate sources by NMF of the magnitude spectrogram, Wiener-masked back to audio."""
-    from demix.methods import nmf_separate as nmf_methods
-
-    reporter = shared.reporter
-    spectral: dict[str, Any] = {"n_fft": n_fft, "hop": hop, "beta": beta}
-    fit: dict[str, Any] = {"max_iter": max_iter, "tol": tol, "seed": seed, "sparsity": sparsity}
-    if save_bases is not None:
-        from demix.bases import learn_bases_file
-
-        if bases:
-            raise ParameterError("--save-bases learns bases; it cannot be combined with --bases")
-        meta = learn_bases_file(
-            inputs,
-            save_bases,
-            components=components,
-            sample_rate=shared.sr,
-            init=init.value,
-            force=shared.force,
-            **spectral,
-            **fit,
-        )
-        if reporter.json_mode:
-            reporter.emit_json(meta)
-        elif reporter.shows_tables:
-            reporter.out.print(f"learnt {components} bases at {meta['sample_rate']} Hz → {save_bases}")
-        return
-    if out is None:
-        raise ParameterError("-o/--out is required (except with --save-bases)")
-
-    params: dict[str, Any] = {
-        "components": components,
-        "sources": sources,
-        "group": group.value,
-        "transients": transients,
-        "init": init.value,
-        "free": free,
-        **spectral,
-        **fit,
+    fit: dict[str, Any] = {
+        "beta": beta,
+        "n_fft": n_fft,
+        "hop": hop,
+        "max_iter": max_iter,
+        "tol": tol,
+        "seed": seed,
     }
     if bases:
-        from demix.bases import load_labelled_bases
-
-        loaded = load_labelled_bases(bases)
-        params.update(
-            bases={label: str(path) for label, (path, _) in loaded.items()},
-            components=None,
-            sources=len(loaded) + (free > 0),
-            group=None,
-            init=None,
-        )
-
-        def separate(X: np.ndarray, sample_rate: int, callback: Callback | None) -> Separation:
-            from demix.bases import check_settings
-
-            for path, found in loaded.values():
-                check_settings(path, found, {"sample_rate": sample_rate, **spectral})
-            return nmf_methods.nmf_separate_supervised(
-                X,
-                sample_rate,
-                bases={label: found.W for label, (_, found) in loaded.items()},
-                n_free=free,
-                callback=callback,
-                **spectral,
-                **fit,
-            )
-    else:
-        if free:
-            raise ParameterError("--free adds components to --bases; without --bases use -k")
-
-        def separate(X: np.ndarray, sample_rate: int, callback: Callback | None) -> Separation:
-            return nmf_methods.nmf_separate(
-                X,
-                sample_rate,
-                n_components=components,
-                n_sources=sources,
-                init=init.value,
-                group=group.value,
-                refine_transients=transients,
-                callback=callback,
-                **spectral,
-                **fit,
-            )
-
-    run_separation("nmf", params, separate, inputs, out, shared)
+        supervised = SupervisedParams(bases=parse_bases_specs(bases), free=free, sparsity=sparsity, **fit)
+        for file in supervised.bases.values():
+            load_bases(Path(file))  # a missing or foreign file is refused before any input is read
+        run_separation("nmf-supervised", supervised, inputs, out, shared)
+        return
+    if free:
+        raise ParameterError("--free adds components to --bases; without --bases use -k/--components")
+    params = NMFParams(
+        components=components, sources=sources, init=init.value, group=group.value, sparsity=sparsity,
+        transients=transients, **fit,
+    )  # fmt: skip
+    run_separation("nmf", params, inputs, out, shared)

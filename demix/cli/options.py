@@ -62,3 +62,17 @@ Scale = Annotated[
         "unit: unit variance (needs --subtype FLOAT).",
     ),
 ]
+
+
+class Init(str, Enum):
+    """How NMF factors are initialised."""
+
+    random = "random"
+    nndsvd = "nndsvd"
+
+
+NMFInit = Annotated[Init, typer.Option("--init", help="Initialisation of the factors.")]
+Beta = Annotated[float, typer.Option("--beta", help="Beta divergence: 2 Euclidean, 1 KL, 0 Itakura-Saito.")]
+NFft = Annotated[int, typer.Option("--n-fft", min=16, help="STFT frame length in samples.")]
+Hop = Annotated[int, typer.Option("--hop", min=1, help="STFT hop in samples.")]
+Sparsity = Annotated[float, typer.Option("--sparsity", min=0.0, help="L1 penalty on the activations.")]

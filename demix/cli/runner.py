@@ -13,13 +13,14 @@ from demix.cli.fetch import download_bar
 from demix.cli.shared import Shared
 from demix.errors import DemixError
 from demix.inputs import Input, expand_sources, label
-from demix.pipeline import Method, plan_folders, separate_batch
+from demix.jobs import Job
+from demix.pipeline import plan_folders, separate_batch
+from demix.registry import method_spec
 
 
 def run_separation(
-    command: str,
-    params: dict[str, Any],
-    method: Method,
+    method: str,
+    params: Any,
     specs: list[str],
     out: Path,
     shared: Shared,
@@ -27,20 +28,17 @@ def run_separation(
     scale: str = "reference",
     ref_channel: int = 0,
 ) -> None:
-    """Separate every input, print the results, and exit with DESIGN's code for the outcome."""
+    """Separate every input with the registered ``method``, print the results, exit with DESIGN's code."""
+    command = method_spec(method).command
     options = shared.write_options(scale=scale, ref_channel=ref_channel)
     reporter = shared.reporter
     inputs = expand_sources(specs)
     with download_bar(reporter) as progress:
         folders = plan_folders(inputs, out, options, progress=progress, log=reporter.info)
-    params = {
-        **params,
-        "ref_channel": options.ref_channel,
-        "scale": options.scale,
-        "format": options.fmt,
-        "subtype": options.subtype,
-        "sr": options.sample_rate,
-    }
+    jobs = [
+        Job(command=command, method=method, params=params, source=item, folder=folder, options=options)
+        for item, folder in zip(inputs, folders, strict=True)
+    ]
 
     finished: list[tuple[Input, dict[str, Any]]] = []
 
@@ -53,16 +51,7 @@ def run_separation(
             reporter.warn(f"{path}: {message}")
 
     with reporter.progress(command) as bar:
-        result = separate_batch(
-            command,
-            params,
-            method,
-            inputs,
-            folders,
-            options,
-            progress=lambda item: bar(label(item)),
-            on_done=on_done,
-        )
+        result = separate_batch(jobs, progress=lambda item: bar(label(item)), on_done=on_done)
     if reporter.json_mode:
         if len(inputs) == 1:
             reporter.emit_json(result.manifests[0])

@@ -15,7 +15,7 @@ from typing import Any
 
 from demix.audio import DEFAULT_SUBTYPE
 from demix.cli import options as opt
-from demix.cli.console import Reporter
+from demix.cli.console import Reporter, translated_errors
 from demix.jobs import WriteOptions
 
 
@@ -54,14 +54,19 @@ _SHARED_PARAMETERS = [
 
 
 def separating_command(command: Callable[..., None]) -> Callable[..., None]:
-    """Give ``command`` the shared options; it receives them as its ``shared`` parameter."""
+    """Give ``command`` the shared options (as its ``shared`` parameter) and error translation.
+
+    One decorator does both, so there is no second decorator whose order could matter: errors
+    are reported as the shared ``-q``/``-v`` options ask.
+    """
     signature = inspect.signature(command, eval_str=True)
     own = [p for p in signature.parameters.values() if p.name != "shared"]
 
     @functools.wraps(command)
     def wrapper(**kwargs: Any) -> None:
         shared = Shared(**{p.name: kwargs.pop(p.name) for p in _SHARED_PARAMETERS})
-        command(**kwargs, shared=shared)
+        with translated_errors(shared.reporter):
+            command(**kwargs, shared=shared)
 
     wrapper.__signature__ = signature.replace(parameters=own + _SHARED_PARAMETERS)  # type: ignore[attr-defined]
     return wrapper

@@ -1,1 +1,1 @@
-"""Separation methods: one module per method, each a pure function from a mixture to a Separation."""
+"""Separation methods: pure functions from a mixture array to a :class:`~demix.types.Separation`."""

@@ -62,17 +62,19 @@ import math
 import warnings
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, Literal, NamedTuple
 
 import numpy as np
 from scipy import linalg
 
-from demix.errors import ConvergenceWarning, ParameterError
-from demix.methods.whitening import choose_n_sources, principal_axes
-from demix.types import Callback, IterInfo, Separation
+from demix import checks
+from demix.errors import ConvergenceWarning
+from demix.methods.whitening import PASS_VALUES, blocks, check_mixture, whiten
+from demix.types import Callback, Instantaneous, IterInfo, Separation
 
-__all__ = ["fastica"]
+__all__ = ["FastICAParams", "fastica", "separate"]
 
 Algorithm = Literal["parallel", "deflation"]
 Fun = Literal["logcosh", "exp", "cube"]
@@ -81,8 +83,6 @@ Fun = Literal["logcosh", "exp", "cube"]
 #: ``g(W Z_b)`` stay in a core's L2 cache while all the statistics of the block are taken. Larger
 #: blocks also push OpenBLAS onto its threaded path, which is slower for these thin products.
 _BLOCK_VALUES = 1 << 16
-#: float64 values per block of the passes over the input (centring, covariance, sources): 512 KiB.
-_PASS_VALUES = 1 << 16
 #: Samples in the warm-start subsample. Its fixed point lies within about 1/sqrt(65 536) = 0.004 rad
 #: (times a constant that depends on the sources) of the full-data one, so the full-data iteration
 #: only polishes: 1-2 iterations on the benchmark mixtures, against 2-9 for a cold start.
@@ -99,6 +99,26 @@ _ALGORITHMS = ("parallel", "deflation")
 # A contrast takes Y = W Z_b (float32, overwritten) and a scratch array of the same shape, and
 # returns g(Y) (one of the two arrays) and the per-row sum of g'(Y) over the block.
 _Contrast = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class FastICAParams:
+    """Parameters of FastICA; validated on construction (messages in the CLI's terms)."""
+
+    sources: int | None = None
+    algorithm: Algorithm = "parallel"
+    fun: Fun = "logcosh"
+    max_iter: int = 200
+    tol: float = 1e-4
+    seed: int | None = 0
+
+    def __post_init__(self) -> None:
+        checks.optional_integer("-n/--sources", self.sources, low=1)
+        checks.choice("--algorithm", self.algorithm, _ALGORITHMS)
+        checks.choice("--fun", self.fun, ("logcosh", "exp", "cube"))
+        checks.integer("--max-iter", self.max_iter, low=1)
+        checks.number("--tol", self.tol, low=0.0, low_open=True)
+        checks.optional_integer("--seed", self.seed, low=0)
 
 
 def _logcosh(Y: np.ndarray, scratch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -180,7 +200,7 @@ def fastica(
         ``mixing`` ``A`` ``(n_channels, n_sources)`` with ``U @ A = I`` and ``A @ sources ≈ X - mean``
         (equal when no channel was dropped); ``n_iter`` (for ``deflation`` the largest per-source
         count), ``converged`` (every source, for ``deflation``) and ``final_change`` (the
-        largest). ``diagnostics`` holds ``kurtosis`` (excess, per source), ``rank``,
+        largest). ``diagnostics`` holds ``rank``,
         ``reduced_from`` (only when the rank was below the channel count and ``n_sources`` was
         None), ``warm_start_samples`` (0 when no warm start), ``n_iter_warm_start`` and
         ``n_iter_full`` (iterations on the subsample and on the full data; for ``deflation`` the
@@ -207,18 +227,27 @@ def fastica(
     .. [2] A. Hyvärinen and E. Oja, "Independent component analysis: algorithms and
        applications", Neural Networks 13(4-5), 411-430, 2000.
     """
-    X = _check_mixture(X)
-    _check_options(n_sources, X.shape[0], algorithm, fun, max_iter, tol, seed)
+    params = FastICAParams(
+        sources=n_sources, algorithm=algorithm, fun=fun, max_iter=max_iter, tol=tol, seed=seed
+    )
+    return separate(X, 0, params, callback)
+
+
+def separate(
+    X: np.ndarray, sample_rate: int, params: FastICAParams, callback: Callback | None = None
+) -> Separation:
+    """:func:`fastica` with its parameters as one validated :class:`FastICAParams` (any rate)."""
+    X = check_mixture(X, min_samples=_MIN_SAMPLES)
+    n_sources, algorithm, fun = params.sources, params.algorithm, params.fun
+    max_iter, tol = params.max_iter, params.tol
     contrast = _CONTRASTS[fun]
 
     with _one_blas_thread():
-        mean, C = _mean_and_covariance(X)
-        d, E, rank = principal_axes(C, mean)
-        m, reduced_from = choose_n_sources(n_sources, X.shape[0], rank)
-        K = (E[:, :m] / np.sqrt(d[:m])).T
-        Z = _whitened(X, mean, K)
+        wh = whiten(X, n_sources, dtype=np.float32)
+        Z, K, C, mean = wh.whitened, wh.whitening, wh.covariance, wh.mean
+        m = K.shape[0]
 
-        rng = np.random.default_rng(seed)
+        rng = np.random.default_rng(params.seed)
         W0 = rng.standard_normal((m, m))
         warm = _warm_subsample(Z, rng)
         run = _parallel if algorithm == "parallel" else partial(_deflation, fun=fun)
@@ -230,7 +259,7 @@ def fastica(
         # W orthonormal and K whitening make U C U^T = I up to round-off; this makes it exact.
         U /= np.sqrt(np.einsum("ij,jk,ik->i", U, C, U))[:, None]
         A = C @ U.T
-        sources, kurtosis = _unmix(X, mean, U)
+        sources = _unmix(X, mean, U)
 
     converged = record.change < tol
     if not converged:
@@ -242,18 +271,17 @@ def fastica(
         )
 
     diagnostics: dict[str, Any] = {
-        "kurtosis": [float(k) for k in kurtosis],
-        "rank": rank,
+        "rank": wh.rank,
         "warm_start_samples": warm_samples,
         "n_iter_warm_start": record.n_warm,
         "n_iter_full": record.n_full,
     }
-    if reduced_from is not None:
-        diagnostics["reduced_from"] = reduced_from
+    if n_sources is None and wh.rank < X.shape[0]:
+        diagnostics["reduced_from"] = X.shape[0]
     return Separation(
         sources=sources,
-        mixing=A,
-        unmixing=U,
+        layout="mono",
+        model=Instantaneous(mixing=A, unmixing=U),
         n_iter=record.n_iter,
         converged=bool(converged),
         final_change=float(record.change),
@@ -262,60 +290,6 @@ def fastica(
 
 
 # --- validation ------------------------------------------------------------------------------
-
-
-def _check_mixture(X: np.ndarray) -> np.ndarray:
-    arr = np.asarray(X)
-    if arr.ndim != 2:
-        raise ParameterError(f"X: expected a 2-D array (n_channels, n_samples), got shape {arr.shape}")
-    if np.iscomplexobj(arr) or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
-        raise ParameterError(f"X: expected real numbers, got dtype {arr.dtype}")
-    if arr.dtype not in (np.float32, np.float64):
-        arr = arr.astype(np.float64)
-    n_channels, n_samples = arr.shape
-    needed = max(2 * n_channels, _MIN_SAMPLES)
-    if n_channels < 1 or n_samples < needed:
-        hint = " (is it transposed?)" if n_samples < n_channels else ""
-        raise ParameterError(
-            f"X: shape {arr.shape} (n_channels, n_samples) has too few samples{hint}; "
-            f"expected at least {needed} for {n_channels} channel(s)"
-        )
-    return arr
-
-
-def _check_options(
-    n_sources: int | None,
-    n_channels: int,
-    algorithm: str,
-    fun: str,
-    max_iter: int,
-    tol: float,
-    seed: int | None,
-) -> None:
-    if n_sources is not None:
-        if not _is_int(n_sources) or n_sources < 1:
-            raise ParameterError(f"-n/--sources {n_sources!r} is invalid; expected an integer >= 1")
-        if n_sources > n_channels:
-            raise ParameterError(
-                f"-n/--sources {n_sources} is more than the {n_channels} channel(s) of the input; "
-                "ICA needs at least as many channels as sources (for mono input try `demix nmf`)"
-            )
-    if algorithm not in _ALGORITHMS:
-        raise ParameterError(f"--algorithm {algorithm!r} is unknown; expected parallel or deflation")
-    if fun not in _CONTRASTS:
-        raise ParameterError(f"--fun {fun!r} is unknown; expected logcosh, exp or cube")
-    if not _is_int(max_iter) or max_iter < 1:
-        raise ParameterError(f"--max-iter {max_iter!r} is invalid; expected an integer >= 1")
-    if isinstance(tol, bool) or not isinstance(tol, (int, float, np.number)) or not tol > 0:
-        raise ParameterError(f"--tol {tol!r} is invalid; expected a number > 0")
-    if not math.isfinite(tol):
-        raise ParameterError(f"--tol {tol!r} is invalid; expected a finite number > 0")
-    if seed is not None and (not _is_int(seed) or seed < 0):
-        raise ParameterError(f"--seed {seed!r} is invalid; expected an integer >= 0 or None")
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
 def _one_blas_thread() -> AbstractContextManager[object]:
@@ -331,88 +305,21 @@ def _one_blas_thread() -> AbstractContextManager[object]:
     return threadpool_limits(limits=1, user_api="blas")
 
 
-# --- whitening -------------------------------------------------------------------------------
+# --- unmixing ---------------------------------------------------------------------------------
 
 
-def _blocks(n_samples: int, size: int) -> range:
-    return range(0, n_samples, max(1, size))
-
-
-def _mean_and_covariance(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel mean and covariance ``(X - μ)(X - μ)^T / T`` in float64, in one pass.
-
-    The samples are shifted by the mean of the first block before the sums are taken, so the
-    final correction ``C = Σ(x - c)(x - c)^T / T - (μ - c)(μ - c)^T`` subtracts two small terms
-    rather than two large ones (no cancellation from a DC offset).
-    """
+def _unmix(X: np.ndarray, mean: np.ndarray, U: np.ndarray) -> np.ndarray:
+    """Sources ``U (X - μ)`` in float64, block by block."""
     n, T = X.shape
-    size = _PASS_VALUES // n
-    shift = X[:, :size].mean(axis=1, dtype=np.float64)
+    size = PASS_VALUES // max(n, U.shape[0])
+    S = np.empty((U.shape[0], T))
     buf = np.empty((n, min(T, size)))
-    ones = np.ones(min(T, size))
-    sums = np.zeros(n)
-    C = np.zeros((n, n))
-    with np.errstate(invalid="ignore", over="ignore"):  # NaN/inf are reported below
-        for a in _blocks(T, size):
-            xb = X[:, a : a + size]
-            k = xb.shape[1]
-            centred = buf[:, :k]
-            np.subtract(xb, shift[:, None], out=centred)
-            sums += np.vecdot(centred, ones[:k])
-            C += _gram(centred)
-    offset = sums / T
-    C = C / T - np.outer(offset, offset)
-    mean = shift + offset
-    if not (np.all(np.isfinite(C)) and np.all(np.isfinite(mean))):
-        raise ParameterError("X contains NaN or infinite values; expected finite samples")
-    return mean, C
-
-
-def _gram(x: np.ndarray) -> np.ndarray:
-    """``x @ x.T`` for a few long rows: OpenBLAS's syrk is 2-6x slower than row-pair dot
-    products up to about six rows (measured, 64 Ki values per block)."""
-    if x.shape[0] <= 6:
-        return np.vecdot(x[:, None, :], x[None, :, :])
-    return x @ x.T
-
-
-def _whitened(X: np.ndarray, mean: np.ndarray, K: np.ndarray) -> np.ndarray:
-    """``Z = K (X - μ)`` in float32, computed in float64 block by block."""
-    n, T = X.shape
-    m = K.shape[0]
-    size = _PASS_VALUES // n
-    Z = np.empty((m, T), dtype=np.float32)
-    buf = np.empty((n, min(T, size)))
-    out = np.empty((m, min(T, size)))
-    for a in _blocks(T, size):
+    for a in blocks(T, size):
         xb = X[:, a : a + size]
         centred = buf[:, : xb.shape[1]]
         np.subtract(xb, mean[:, None], out=centred)
-        np.matmul(K, centred, out=out[:, : xb.shape[1]])
-        Z[:, a : a + xb.shape[1]] = out[:, : xb.shape[1]]
-    return Z
-
-
-def _unmix(X: np.ndarray, mean: np.ndarray, U: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Sources ``U (X - μ)`` in float64 and their excess kurtosis ``E{s^4} - 3``."""
-    n, T = X.shape
-    m = U.shape[0]
-    size = _PASS_VALUES // max(n, m)
-    S = np.empty((m, T))
-    buf = np.empty((n, min(T, size)))
-    sq = np.empty((m, min(T, size)))
-    fourth = np.zeros(m)
-    for a in _blocks(T, size):
-        xb = X[:, a : a + size]
-        k = xb.shape[1]
-        centred = buf[:, :k]
-        np.subtract(xb, mean[:, None], out=centred)
-        sb = S[:, a : a + k]
-        np.matmul(U, centred, out=sb)
-        np.square(sb, out=sq[:, :k])
-        fourth += np.vecdot(sq[:, :k], sq[:, :k])
-    # The rows of U are scaled so that the sources have unit variance: E{s^4} is the kurtosis.
-    return S, fourth / T - 3.0
+        np.matmul(U, centred, out=S[:, a : a + xb.shape[1]])
+    return S
 
 
 # --- the fixed-point iteration ---------------------------------------------------------------
@@ -442,7 +349,7 @@ def _expectations(W: np.ndarray, Z: np.ndarray, contrast: _Contrast) -> tuple[np
     scratch = np.empty_like(Y)
     gz = np.zeros((r, m))
     gprime = np.zeros(r)
-    for a in _blocks(T, size):
+    for a in blocks(T, size):
         zb = Z[:, a : a + size]
         k = zb.shape[1]
         yb = Y[:, :k]
@@ -560,7 +467,7 @@ def _negentropy(W: np.ndarray, Z: np.ndarray, fun: str) -> np.ndarray:
     total = np.zeros(W.shape[0])
     size = _BLOCK_VALUES // Z.shape[0]
     W32 = W.astype(np.float32)
-    for a in _blocks(Z.shape[1], size):
+    for a in blocks(Z.shape[1], size):
         total += G(W32 @ Z[:, a : a + size]).sum(axis=1, dtype=np.float64)
     return (total / Z.shape[1] - gaussian) ** 2
 

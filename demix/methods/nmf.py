@@ -574,8 +574,8 @@ def beta_nmf(
     change = _rel_change(objs[-2], objs[-1])
     if not converged and tol > 0:
         warnings.warn(
-            f"beta_nmf stopped at max_iter={max_iter} with a relative objective change of "
-            f"{change:.2e} > tol={tol:g}; raise --max-iter or --tol",
+            f"NMF did not converge: the relative objective change was {change:.2e} after "
+            f"{max_iter} iterations, above --tol {tol:g}; raise --max-iter or --tol",
             ConvergenceWarning,
             stacklevel=2,
         )

@@ -254,15 +254,18 @@ def group_components(
 def check_grouping(method: str, n_sources: int, k: int) -> None:
     """Raise :class:`~demix.errors.ParameterError` unless ``method`` can make ``n_sources`` of ``k``."""
     if method not in GROUPINGS:
-        raise ParameterError(f"group must be one of {GROUPINGS}, got {method!r}")
+        raise ParameterError(f"--group {method!r} is unknown; expected one of {', '.join(GROUPINGS)}")
     if method == "percussive-harmonic" and n_sources != 2:
         raise ParameterError(
-            f"group='percussive-harmonic' makes exactly 2 sources, got n_sources={n_sources}"
+            f"--group percussive-harmonic makes exactly 2 sources, got -n/--sources {n_sources}"
         )
     if method == "none" and n_sources != k:
         raise ParameterError(
-            f"group='none' makes one source per component: n_sources must equal "
-            f"n_components={k}, got {n_sources}"
+            f"--group none makes one source per component: -n/--sources must equal "
+            f"-k/--components {k}, got {n_sources}"
         )
     if not 1 <= n_sources <= k:
-        raise ParameterError(f"n_sources must be between 1 and n_components={k}, got {n_sources}")
+        raise ParameterError(
+            f"-n/--sources {n_sources} is invalid; expected 1 to -k/--components {k}: "
+            "every source needs a component"
+        )

@@ -34,34 +34,88 @@ References
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from demix import checks
 from demix.errors import ParameterError
 from demix.methods.nmf import NMFResult, beta_nmf
 from demix.methods.nmf_grouping import Grouping, check_grouping, group_components, split_transients
 from demix.spectral import apply_masks, magnitude, soft_masks, stft
 from demix.types import Callback, Separation
 
-__all__ = ["MASK_POWER", "learn_bases", "nmf_separate", "nmf_separate_supervised"]
+__all__ = [
+    "MASK_POWER",
+    "LearnBasesParams",
+    "NMFParams",
+    "SpectralFit",
+    "learn",
+    "learn_bases",
+    "nmf_separate",
+    "nmf_separate_supervised",
+    "separate",
+]
 
 MASK_POWER = 2.0
 
 
-def _check_int(name: str, value: object, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
-        raise ParameterError(f"{name} must be an integer >= {low}, got {value!r}")
-    return int(value)
+@dataclass(frozen=True)
+class SpectralFit:
+    """The STFT and NMF-fit settings every NMF mode shares; validated on construction."""
+
+    beta: float = 1.0
+    n_fft: int = 2048
+    hop: int = 512
+    max_iter: int = 200
+    tol: float = 1e-4
+    seed: int = 0
+    sparsity: float = 0.0
+
+    def __post_init__(self) -> None:
+        checks.number("--beta", self.beta)
+        n_fft = checks.integer("--n-fft", self.n_fft, low=16, high=1 << 20)
+        checks.integer("--hop", self.hop, low=1, high=n_fft // 2)
+        checks.integer("--max-iter", self.max_iter, low=1)
+        checks.number("--tol", self.tol, low=0.0)
+        checks.integer("--seed", self.seed, low=0)
+        checks.number("--sparsity", self.sparsity, low=0.0)
 
 
-def _check_signal(X: object, sample_rate: object, n_fft: object, hop: object) -> np.ndarray:
+@dataclass(frozen=True)
+class NMFParams(SpectralFit):
+    """Parameters of blind ``demix nmf``: rank, grouping into sources, initialisation."""
+
+    components: int = 16
+    sources: int = 2
+    init: str = "random"
+    group: str = "percussive-harmonic"
+    transients: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        k = checks.integer("-k/--components", self.components, low=1, high=4096)
+        n = checks.integer("-n/--sources", self.sources, low=1)
+        checks.choice("--init", self.init, ("random", "nndsvd"))
+        check_grouping(self.group, n, k)
+
+
+@dataclass(frozen=True)
+class LearnBasesParams(SpectralFit):
+    """Parameters of ``demix bases learn``: the rank and initialisation of one source's bases."""
+
+    components: int = 16
+    init: str = "random"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        checks.integer("-k/--components", self.components, low=1, high=4096)
+        checks.choice("--init", self.init, ("random", "nndsvd"))
+
+
+def _check_signal(X: object, n_fft: int) -> np.ndarray:
     """Validated ``(n_channels, n_samples)`` float64 copy of the mixture."""
-    _check_int("sample_rate", sample_rate, 1)
-    n_fft = _check_int("n_fft", n_fft, 16)
-    hop = _check_int("hop", hop, 1)
-    if hop > n_fft // 2:
-        raise ParameterError(f"hop must be at most n_fft // 2 = {n_fft // 2}, got {hop}")
     arr = np.asarray(X)
     if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
         raise ParameterError(
@@ -69,18 +123,14 @@ def _check_signal(X: object, sample_rate: object, n_fft: object, hop: object) ->
         )
     if arr.shape[1] < n_fft:
         raise ParameterError(
-            f"the input has {arr.shape[1]} samples, shorter than one frame (n_fft={n_fft}); "
-            "use a longer file or a smaller n_fft"
+            f"the input has {arr.shape[1]} samples, shorter than one frame (--n-fft {n_fft}); "
+            "use a longer file or a smaller --n-fft"
         )
     if not np.all(np.isfinite(arr)):
         raise ParameterError("the mixture contains NaN or inf samples")
     if not np.any(arr):
         raise ParameterError("the input is silent (all samples are zero): nothing to separate")
     return np.asarray(arr, dtype=np.float64)
-
-
-def _shape_sources(sources: np.ndarray, n_channels: int) -> np.ndarray:
-    return sources[:, 0, :] if n_channels == 1 else sources
 
 
 def _divergence_record(res: NMFResult, beta: float) -> dict[str, Any]:
@@ -92,15 +142,11 @@ def _divergence_record(res: NMFResult, beta: float) -> dict[str, Any]:
     }
 
 
-def _source_diagnostics(grouping: Grouping) -> list[dict[str, Any]]:
-    return [
-        {
-            "name": name,
-            "components": list(group),
-            "features": [grouping.features[i] for i in group],
-        }
-        for name, group in zip(grouping.names, grouping.groups, strict=True)
-    ]
+def _source_facts(grouping: Grouping) -> tuple[dict[str, Any], ...]:
+    return tuple(
+        {"components": list(group), "features": [grouping.features[i] for i in group]}
+        for group in grouping.groups
+    )
 
 
 def _group_models(
@@ -121,34 +167,30 @@ def _group_models(
 
 def _separation(
     sources: np.ndarray,
-    n_channels: int,
     res: NMFResult,
+    facts: tuple[dict[str, Any], ...],
     diagnostics: dict[str, Any],
     names: tuple[str, ...],
-    beta: float,
-    n_fft: int,
-    hop: int,
-    sparsity: float,
+    fit: SpectralFit,
 ) -> Separation:
-    """Wrap masked sources and the NMF record (settings shared by every NMF mode) as a Separation."""
+    """Wrap masked sources ``(n_sources, C, n_samples)`` and the NMF record as a Separation."""
     diagnostics = {
         **diagnostics,
-        **_divergence_record(res, float(beta)),
+        **_divergence_record(res, float(fit.beta)),
         "spectrogram": "magnitude (channel RMS)",
         "mask_power": MASK_POWER,
-        "n_fft": n_fft,
-        "hop": hop,
-        "sparsity": float(sparsity),
     }
+    mono = sources.shape[1] == 1
     return Separation(
-        sources=_shape_sources(sources, n_channels),
-        mixing=None,
-        unmixing=None,
+        sources=sources[:, 0, :] if mono else sources,
+        layout="mono" if mono else "images",
+        model=None,
         n_iter=res.n_iter,
         converged=res.converged,
         final_change=float(res.final_change),
-        diagnostics=diagnostics,
+        facts=facts,
         names=names,
+        diagnostics=diagnostics,
     )
 
 
@@ -203,35 +245,33 @@ def nmf_separate(
         summing to the mixture; ``mixing`` and ``unmixing`` None; ``names`` from the grouping;
         ``diagnostics`` with the components and features of every source and the divergence.
     """
-    x = _check_signal(X, sample_rate, n_fft, hop)
-    k = _check_int("n_components", n_components, 1)
-    n = _check_int("n_sources", n_sources, 1)
-    if k < n:
-        raise ParameterError(
-            f"-k/--components {k} must be at least -n/--sources {n}: every source needs a component"
-        )
-    check_grouping(group, n, k)
+    params = NMFParams(
+        components=n_components, sources=n_sources, beta=beta, n_fft=n_fft, hop=hop, max_iter=max_iter,
+        tol=tol, seed=seed, init=init, group=group, sparsity=sparsity, transients=refine_transients,
+    )  # fmt: skip
+    return separate(X, sample_rate, params, callback)
+
+
+def separate(
+    X: np.ndarray, sample_rate: int, params: NMFParams, callback: Callback | None = None
+) -> Separation:
+    """:func:`nmf_separate` with its parameters as one validated :class:`NMFParams`."""
+    x = _check_signal(X, params.n_fft)
+    n_fft, hop, group = params.n_fft, params.hop, params.group
     S = stft(x, n_fft, hop)
     res = beta_nmf(
-        magnitude(S), k, beta=beta, max_iter=max_iter, tol=tol, init=init, seed=seed,
-        sparsity=sparsity, callback=callback,
+        magnitude(S), params.components, beta=params.beta, max_iter=params.max_iter, tol=params.tol,
+        init=params.init, seed=params.seed, sparsity=params.sparsity, callback=callback,
     )  # fmt: skip
     grouping = group_components(
-        res.W, res.H, n, group, sample_rate=sample_rate, n_fft=n_fft, hop=hop, seed=seed
+        res.W, res.H, params.sources, group, sample_rate=sample_rate, n_fft=n_fft, hop=hop, seed=params.seed
     )
     models, refinement = _group_models(
-        res, grouping, refine_transients and group == "percussive-harmonic", sample_rate, hop
+        res, grouping, params.transients and group == "percussive-harmonic", sample_rate, hop
     )
     sources = apply_masks(S, soft_masks(models, MASK_POWER), n_fft, hop, x.shape[1])
-    diagnostics = {
-        "method": "nmf",
-        "n_components": k,
-        "group": group,
-        "grouping_rule": grouping.rule,
-        "transient_refinement": refinement,
-        "sources": _source_diagnostics(grouping),
-    }
-    return _separation(sources, x.shape[0], res, diagnostics, grouping.names, beta, n_fft, hop, sparsity)
+    diagnostics = {"grouping_rule": grouping.rule, "transient_refinement": refinement}
+    return _separation(sources, res, _source_facts(grouping), diagnostics, grouping.names, params)
 
 
 def learn_bases(
@@ -259,11 +299,20 @@ def learn_bases(
     ndarray, (n_fft // 2 + 1, n_components)
         Non-negative bases with unit L2 norm, for :func:`nmf_separate_supervised`.
     """
-    x = _check_signal(X, sample_rate, n_fft, hop)
-    k = _check_int("n_components", n_components, 1)
+    params = LearnBasesParams(
+        components=n_components, beta=beta, n_fft=n_fft, hop=hop, max_iter=max_iter, tol=tol, seed=seed,
+        init=init, sparsity=sparsity,
+    )  # fmt: skip
+    return learn(X, params, callback)
+
+
+def learn(X: np.ndarray, params: LearnBasesParams, callback: Callback | None = None) -> np.ndarray:
+    """:func:`learn_bases` with its parameters as one validated :class:`LearnBasesParams`."""
+    x = _check_signal(X, params.n_fft)
     res = beta_nmf(
-        magnitude(stft(x, n_fft, hop)), k, beta=beta, max_iter=max_iter, tol=tol, init=init,
-        seed=seed, sparsity=sparsity, callback=callback,
+        magnitude(stft(x, params.n_fft, params.hop)), params.components, beta=params.beta,
+        max_iter=params.max_iter, tol=params.tol, init=params.init, seed=params.seed,
+        sparsity=params.sparsity, callback=callback,
     )  # fmt: skip
     return res.W
 
@@ -327,8 +376,11 @@ def nmf_separate_supervised(
     Separation
         As :func:`nmf_separate`, names ``(*bases, "residual" if n_free > 0)``.
     """
-    x = _check_signal(X, sample_rate, n_fft, hop)
-    n_free = _check_int("n_free", n_free, 0)
+    fit = SpectralFit(
+        beta=beta, n_fft=n_fft, hop=hop, max_iter=max_iter, tol=tol, seed=seed, sparsity=sparsity
+    )
+    x = _check_signal(X, n_fft)
+    n_free = checks.integer("--free", n_free, low=0)
     labels, W_fixed, sizes = _check_bases(bases, n_fft // 2 + 1)
     if n_free > 0 and "residual" in labels:
         raise ParameterError("the label 'residual' is reserved for the free components")
@@ -345,10 +397,5 @@ def nmf_separate_supervised(
     names = tuple(labels) + (("residual",) if n_free > 0 else ())
     models = [res.W[:, g] @ res.H[g] for g in groups]
     sources = apply_masks(S, soft_masks(models, MASK_POWER), n_fft, hop, x.shape[1])
-    diagnostics = {
-        "method": "nmf-supervised",
-        "n_components": k,
-        "n_free": n_free,
-        "sources": [{"name": nm, "components": g} for nm, g in zip(names, groups, strict=True)],
-    }
-    return _separation(sources, x.shape[0], res, diagnostics, names, beta, n_fft, hop, sparsity)
+    facts = tuple({"components": g} for g in groups)
+    return _separation(sources, res, facts, {"n_free": n_free}, names, fit)

@@ -19,19 +19,70 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 
+from demix import checks
 from demix.errors import ConvergenceWarning, ParameterError
 from demix.methods.jointdiag import joint_diagonalise
 from demix.methods.lagged import check_lags, lagged_covariances, off_diagonality, parse_lags
 from demix.methods.whitening import Whitening, check_mixture, column_signs, whiten
-from demix.types import Callback, IterInfo, Separation
+from demix.types import Callback, Instantaneous, IterInfo, Separation
 
-__all__ = ["amuse", "lagged_covariances", "lsq", "parse_lags", "sobi"]
+__all__ = ["DecorrParams", "amuse", "lagged_covariances", "lsq", "parse_lags", "separate", "sobi"]
 
 Lags = str | Sequence[int] | np.ndarray
+
+
+DEFAULT_LAGS = {"sobi": "1-100", "amuse": "1", "lsq": "1-100"}
+
+
+@dataclass(frozen=True)
+class DecorrParams:
+    """Parameters of ``demix decorr``; validated on construction (messages in the CLI's terms).
+
+    ``lags`` None takes the method's default (:data:`DEFAULT_LAGS`), recorded as the text used.
+    """
+
+    method: Literal["sobi", "amuse", "lsq"] = "sobi"
+    lags: str | None = None
+    sources: int | None = None
+    max_iter: int = 100
+    tol: float = 1e-8
+    seed: int | None = 0
+
+    def __post_init__(self) -> None:
+        checks.choice("--method", self.method, DEFAULT_LAGS)
+        if self.lags is None:
+            object.__setattr__(self, "lags", DEFAULT_LAGS[self.method])
+        chosen = parse_lags(str(self.lags))
+        if self.method == "amuse" and len(chosen) != 1:
+            raise ParameterError(
+                f"--lags {self.lags!r}: amuse diagonalises one lagged covariance; give one lag"
+            )
+        checks.optional_integer("-n/--sources", self.sources, low=1)
+        checks.integer("--max-iter", self.max_iter, low=1)
+        checks.number("--tol", self.tol, low=0.0, low_open=True)
+        checks.optional_integer("--seed", self.seed, low=0)
+
+
+def separate(
+    X: np.ndarray, sample_rate: int, params: DecorrParams, callback: Callback | None = None
+) -> Separation:
+    """Run the second-order method ``params.method`` with its validated parameters (any rate)."""
+    lags = str(params.lags)
+    if params.method == "amuse":
+        return amuse(X, n_sources=params.sources, lag=int(parse_lags(lags)[0]))
+    if params.method == "lsq":
+        return lsq(
+            X, n_sources=params.sources, lags=lags, seed=params.seed, max_iter=params.max_iter,
+            tol=params.tol, callback=callback,
+        )  # fmt: skip
+    return sobi(
+        X, n_sources=params.sources, lags=lags, max_iter=params.max_iter, tol=params.tol, callback=callback
+    )
 
 
 def amuse(X: np.ndarray, *, n_sources: int | None = None, lag: int = 1) -> Separation:
@@ -57,9 +108,9 @@ def amuse(X: np.ndarray, *, n_sources: int | None = None, lag: int = 1) -> Separ
     Returns
     -------
     Separation
-        Sources ordered by decreasing ``rho_i(lag)``; ``n_iter=0``, ``converged=True``.
-        Diagnostics: ``lags``, ``eigenvalues``, ``eigenvalue_gap``, ``off_diagonality_before``,
-        ``off_diagonality_after``, ``rank``.
+        Sources ordered by decreasing ``rho_i(lag)``, each with its ``autocorrelation`` fact;
+        ``n_iter=0``, ``converged=True``. Diagnostics: ``lags``, ``eigenvalue_gap``,
+        ``off_diagonality_before``, ``off_diagonality_after``, ``rank``.
 
     References
     ----------
@@ -78,11 +129,10 @@ def amuse(X: np.ndarray, *, n_sources: int | None = None, lag: int = 1) -> Separ
     eigenvalues, V = np.linalg.eigh(C[0])
     eigenvalues, V = eigenvalues[::-1], V[:, ::-1]
     gap = float(np.min(np.diff(eigenvalues[::-1]))) if eigenvalues.size > 1 else None
-    diagnostics = {
-        "eigenvalues": [float(v) for v in eigenvalues],
-        "eigenvalue_gap": gap,
-    }
-    return _separation(wh, V, C, lags, n_iter=0, converged=True, change=0.0, extra=diagnostics)
+    facts = tuple({"autocorrelation": float(v)} for v in eigenvalues)
+    return _separation(
+        wh, V, C, lags, n_iter=0, converged=True, change=0.0, extra={"eigenvalue_gap": gap}, facts=facts
+    )
 
 
 def sobi(
@@ -338,15 +388,15 @@ def _lsq_separation(
         "off_diagonality_before": off_diagonality(Cz),
         "off_diagonality_after": off_diagonality(C_after),
         "rank": wh.rank,
-        "mixing_angles_deg": [float(v) for v in np.degrees(theta)],
         "max_abs_correlation": float(np.max(np.abs(_lsq_residuals(theta, R)))),
         "start_costs": costs,
         "n_eval_total": n_eval,
     }
     return Separation(
         sources=W @ (wh.dewhitening @ wh.whitened),
-        mixing=A,
-        unmixing=W,
+        layout="mono",
+        model=Instantaneous(mixing=A, unmixing=W),
+        facts=tuple({"mixing_angle_deg": float(v)} for v in np.degrees(theta)),
         n_iter=int(best.nfev),
         converged=converged,
         final_change=float(best.cost),
@@ -364,6 +414,7 @@ def _separation(
     converged: bool,
     change: float,
     extra: dict[str, Any],
+    facts: tuple[dict[str, Any], ...] = (),
 ) -> Separation:
     """Fold the rotation ``V`` into unmixing/mixing, fix signs, and record the diagnostics."""
     signs = column_signs(wh.dewhitening @ V)
@@ -380,8 +431,9 @@ def _separation(
     }
     return Separation(
         sources=(V.T @ wh.whitened) * signs[:, None],
-        mixing=A,
-        unmixing=W,
+        layout="mono",
+        model=Instantaneous(mixing=A, unmixing=W),
+        facts=facts,
         n_iter=n_iter,
         converged=converged,
         final_change=float(change),

@@ -1,0 +1,85 @@
+"""The registry of separation methods: each declared once, with its parameters and its model.
+
+A :class:`MethodSpec` ties a method's name to the frozen dataclass of its parameters (the one
+object that gives the call's keyword arguments, the manifest's ``params`` and the defaults the
+CLI shows), the function that runs it, and the kind of model it returns. Every runner has one
+signature, ``run(X, sample_rate, params, callback) -> Separation``, with ``X`` the mixture
+``(n_channels, n_samples)``. A job names its method by the registry key, so it pickles as
+plain data and runs the same in another process or on a cluster worker.
+
+Adding a method: write ``demix/methods/<name>.py`` with its parameters dataclass (validated in
+``__post_init__`` through :mod:`demix.checks`) and its runner, add one :class:`MethodSpec` here,
+and a small command in ``demix/cli/``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from demix.bases import SupervisedParams, separate_supervised
+from demix.errors import ParameterError
+from demix.methods import fastica, nmf_separate, sobi
+from demix.types import Callback, Separation
+
+__all__ = ["METHODS", "MethodSpec", "method_spec"]
+
+ModelKind = Literal["instantaneous", "none"]
+Runner = Callable[[np.ndarray, int, Any, Callback | None], Separation]
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """One separation method as the pipeline sees it.
+
+    Attributes
+    ----------
+    name : str
+        Registry key, recorded in the manifest as ``method``.
+    command : str
+        The CLI command that runs it (several methods may share one, e.g. ``nmf``).
+    params : type
+        Frozen dataclass of the parameters; constructing it validates them.
+    run : callable
+        ``run(X, sample_rate, params, callback) -> Separation``.
+    model : {"instantaneous", "none"}
+        The kind of model its :class:`~demix.types.Separation` carries.
+    streams : bool
+        Whether it can fit on statistics accumulated block by block and apply its result block
+        by block (bounded memory on long files). No method does yet.
+    """
+
+    name: str
+    command: str
+    params: type
+    run: Runner
+    model: ModelKind
+    streams: bool = False
+
+    def separate(self, X: np.ndarray, sample_rate: int, params: Any, callback: Callback | None) -> Separation:
+        """Run the method on ``X`` with ``params`` (an instance of :attr:`params`)."""
+        if not isinstance(params, self.params):
+            raise TypeError(f"{self.name} takes {self.params.__name__}, got {type(params).__name__}")
+        return self.run(X, sample_rate, params, callback)
+
+
+METHODS: dict[str, MethodSpec] = {
+    spec.name: spec
+    for spec in (
+        MethodSpec("fastica", "ica", fastica.FastICAParams, fastica.separate, "instantaneous"),
+        MethodSpec("decorr", "decorr", sobi.DecorrParams, sobi.separate, "instantaneous"),
+        MethodSpec("nmf", "nmf", nmf_separate.NMFParams, nmf_separate.separate, "none"),
+        MethodSpec("nmf-supervised", "nmf", SupervisedParams, separate_supervised, "none"),
+    )
+}
+
+
+def method_spec(name: str) -> MethodSpec:
+    """The registered method ``name``."""
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise ParameterError(f"unknown method {name!r}; expected one of {', '.join(METHODS)}") from None
