@@ -29,7 +29,7 @@ import scipy.linalg
 from demix.errors import ParameterError
 
 # Private helpers of the v3 implementation, shared rather than duplicated.
-from demix.metrics import _MAX_GRAM, _REL_FLOOR, _block_toeplitz, _correlations, _db
+from demix.metrics import _MAX_GRAM, _REL_FLOOR, _block_toeplitz, _db
 
 __all__ = ["METRICS", "V4Scores", "bss_eval_v4"]
 
@@ -218,27 +218,85 @@ def _distortion_filters(ref: np.ndarray, est: np.ndarray, n_targets: int, flen: 
     ``H[r, e]`` filters reference row ``r`` into the projection of estimate row ``e`` onto all
     references (``P``), and ``H[r, n_rows + e]`` into its projection onto its own target's
     references only (``P_j``; zero for ``r`` outside that target).
+
+    A reference channel that is an exact multiple of another channel of the same target (a mono
+    stem stored as stereo) adds nothing to the spans, only a singular Gram matrix: it is left out
+    of the least squares (its filters are zero), which changes no projection.
     """
     n_rows = ref.shape[0]
     n_chan = n_rows // n_targets
-    corr = _correlations(ref, est, flen - 1)  # (n_rows, 2 n_rows, 2 flen - 1)
-    G = _block_toeplitz(corr[:, :n_rows], flen)  # (n_rows flen, n_rows flen), rows (r, delay)
+    keep = _independent_rows(ref, n_targets)
+    n_keep = keep.size
+    corr = _lag_correlations(ref, keep, est, flen - 1)
+    G = _block_toeplitz(corr[:, :n_keep], flen)  # (n_keep flen, n_keep flen), rows (r, delay)
     G[np.diag_indices_from(G)] += np.finfo(np.float64).eps  # museval solves (G + eps I) C = D
-    D = corr[:, n_rows:, flen - 1 :].transpose(0, 2, 1).reshape(n_rows * flen, n_rows)
+    D = corr[:, n_keep:, flen - 1 :].transpose(0, 2, 1).reshape(n_keep * flen, n_rows)
 
     H = np.zeros((n_rows, 2 * n_rows, flen))
-    H[:, :n_rows] = _solve_gram(G, D).reshape(n_rows, flen, n_rows).transpose(0, 2, 1)
+    H[keep, :n_rows] = _solve_gram(G, D).reshape(n_keep, flen, n_rows).transpose(0, 2, 1)
     for j in range(n_targets):
-        rows = slice(j * n_chan, (j + 1) * n_chan)
+        cols = slice(n_rows + j * n_chan, n_rows + (j + 1) * n_chan)
+        mine = np.flatnonzero(keep // n_chan == j)  # positions in ``keep`` of target j's rows
         if n_targets == 1:  # the same system: reuse it, so the interference is exactly zero
-            H[rows, n_rows + rows.start : n_rows + rows.stop] = H[rows, rows]
+            H[:, cols] = H[:, :n_rows]
             continue
-        blk = slice(j * n_chan * flen, (j + 1) * n_chan * flen)
-        Cj = _solve_gram(G[blk, blk], D[blk, rows])
-        H[rows, n_rows + rows.start : n_rows + rows.stop] = Cj.reshape(n_chan, flen, n_chan).transpose(
-            0, 2, 1
-        )
+        blk = (mine[:, None] * flen + np.arange(flen)).ravel()
+        Cj = _solve_gram(G[np.ix_(blk, blk)], D[blk, j * n_chan : (j + 1) * n_chan])
+        H[keep[mine], cols] = Cj.reshape(mine.size, flen, n_chan).transpose(0, 2, 1)
     return H
+
+
+def _independent_rows(ref: np.ndarray, n_targets: int) -> np.ndarray:
+    """Indices of the reference rows to keep: all but exact multiples of an earlier channel of
+    the same target (relative residual energy below 1e-24, i.e. equal to float round-off)."""
+    n_chan = ref.shape[0] // n_targets
+    keep = []
+    for j in range(n_targets):
+        kept: list[int] = []
+        for r in range(j * n_chan, (j + 1) * n_chan):
+            x = ref[r]
+            energy = float(x @ x)
+            redundant = energy == 0.0 and bool(kept)
+            for k in kept:
+                if redundant:
+                    break
+                y = ref[k]
+                residual = x - (float(x @ y) / float(y @ y)) * y
+                redundant = float(residual @ residual) <= 1e-24 * energy
+            if not redundant:
+                kept.append(r)
+        keep += kept
+    return np.asarray(keep, dtype=np.int64)
+
+
+def _lag_correlations(ref: np.ndarray, rows: np.ndarray, est: np.ndarray, max_lag: int) -> np.ndarray:
+    """``out[i, j, max_lag + k] = sum_m x[i, m] y[j, m + k]`` for ``|k| <= max_lag``, where
+    ``x = ref[rows]`` and ``y`` stacks ``ref[rows]`` then ``est`` (zero outside ``[0, n)``), by
+    blocks whose cross-spectra are summed before one inverse FFT (no copy of the signals).
+
+    Each block of ``x`` meets the stretch of ``y`` it overlaps, extended by ``max_lag`` on each
+    side, in an FFT long enough that no kept lag wraps around; inverse FFTs being linear, the
+    blocks' spectra add up. Short FFTs (16384 points for 512 taps) keep both the transforms and
+    the accumulator cheap; the extension costs ``2 max_lag / nfft`` more work.
+    """
+    n_x, n_y, n = rows.size, rows.size + est.shape[0], ref.shape[1]
+    nfft = scipy.fft.next_fast_len(max(32 * max_lag, min(n + 2 * max_lag, 1 << 14)), real=True)
+    step = nfft - 2 * max_lag
+    acc = np.zeros((n_x, n_y, nfft // 2 + 1), dtype=np.complex128)
+    xbuf, ybuf = np.zeros((n_x, nfft)), np.zeros((n_y, nfft))
+    for start in range(0, n, step):
+        stop = min(start + step, n)
+        xbuf.fill(0.0)
+        xbuf[:, : stop - start] = ref[rows, start:stop]
+        lo, a, b = start - max_lag, max(start - max_lag, 0), min(stop + max_lag, n)
+        ybuf.fill(0.0)
+        ybuf[: rows.size, a - lo : b - lo] = ref[rows, a:b]
+        ybuf[rows.size :, a - lo : b - lo] = est[:, a:b]
+        X, Y = scipy.fft.rfft(xbuf, axis=1).conj(), scipy.fft.rfft(ybuf, axis=1)
+        for i in range(n_x):
+            acc[i] += X[i] * Y
+    # circular lag k + max_lag of the extended window is linear lag k
+    return scipy.fft.irfft(acc, n=nfft, axis=-1)[..., : 2 * max_lag + 1]
 
 
 def _solve_gram(G: np.ndarray, B: np.ndarray) -> np.ndarray:
@@ -253,7 +311,9 @@ def _solve_gram(G: np.ndarray, B: np.ndarray) -> np.ndarray:
     except np.linalg.LinAlgError:  # round-off made a tiny eigenvalue negative
         pass
     try:
-        return scipy.linalg.solve(G, B, check_finite=False)
+        with warnings.catch_warnings():  # ill-conditioned is normal here (band-limited stems)
+            warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)
+            return scipy.linalg.solve(G, B, check_finite=False)
     except np.linalg.LinAlgError:
         return scipy.linalg.lstsq(G, B, check_finite=False)[0]
 
@@ -283,7 +343,7 @@ def _frame_scores(ref: np.ndarray, est: np.ndarray, Hf: np.ndarray, nfft: int, f
         lo, hi = max(b0 - (flen - 1), 0), min(b1, width)
         buf_s.fill(0.0)
         buf_s[:, lo - (b0 - (flen - 1)) : hi - (b0 - (flen - 1))] = s[:, lo:hi]
-        out = scipy.fft.irfft(np.einsum("rof,rf->of", Hf, scipy.fft.rfft(buf_s, axis=-1)), n=nfft, axis=-1)
+        out = scipy.fft.irfft(_filter_spectra(Hf, scipy.fft.rfft(buf_s, axis=-1), n_chan), n=nfft, axis=-1)
         valid = slice(flen - 1, flen - 1 + b1 - b0)
         P, Pj = out[:n_rows, valid], out[n_rows:, valid]
         s_blk = buf_s[:, valid]
@@ -304,6 +364,18 @@ def _frame_scores(ref: np.ndarray, est: np.ndarray, Hf: np.ndarray, nfft: int, f
             _db(energy[5], np.maximum(energy[6], floor)),
         ]
     )
+
+
+def _filter_spectra(Hf: np.ndarray, S: np.ndarray, n_chan: int) -> np.ndarray:
+    """Spectra of ``[P; P_j]`` from the references' spectra ``S`` (n_rows, F): every reference
+    row feeds ``P``, only a target's own rows feed its ``P_j`` (the rest of ``Hf`` is zero)."""
+    n_rows = S.shape[0]
+    out = np.zeros((2 * n_rows, S.shape[1]), dtype=np.complex128)
+    for r in range(n_rows):
+        own = slice(n_rows + r // n_chan * n_chan, n_rows + (r // n_chan + 1) * n_chan)
+        out[:n_rows] += Hf[r, :n_rows] * S[r]
+        out[own] += Hf[r, own] * S[r]
+    return out
 
 
 def _scores(values: np.ndarray, starts: np.ndarray, length: int) -> V4Scores:
