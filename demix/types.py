@@ -31,11 +31,16 @@ class Signal:
 
 @dataclass(frozen=True)
 class IterInfo:
-    """One iteration's report to a progress callback: where we are and how much changed."""
+    """One iteration's report to a progress callback: where we are and how much changed.
+
+    ``objective`` is the value the method minimises (or maximises) at this iteration, when it
+    computes one anyway (NMF's divergence, ICA's contrast); None when it does not.
+    """
 
     iteration: int
     max_iter: int
     change: float
+    objective: float | None = None
 
 
 Callback = Callable[[IterInfo], None]
