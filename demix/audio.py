@@ -1,21 +1,20 @@
 """The only module that reads or writes audio.
 
 Reading goes through soundfile (WAV, FLAC, OGG, MP3 and the other libsndfile formats) and falls
-back to librosa (audioread/ffmpeg) for anything else. Inside demix a signal is always
-``(n_channels, n_samples)`` float64; this module alone converts from soundfile's
-``(frames, channels)``.
+back to ffmpeg (the bundled one when the system has none) for any other container or codec.
+Inside demix a signal is always ``(n_channels, n_samples)`` float64; this module alone converts
+from soundfile's ``(frames, channels)``.
 """
 
 from __future__ import annotations
 
 import hashlib
-import warnings
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
-from demix.errors import AudioError, ParameterError
+from demix.errors import AudioError, DemixError, ParameterError
 from demix.types import Signal
 
 AUDIO_EXTENSIONS = frozenset(
@@ -30,24 +29,35 @@ DEFAULT_SUBTYPE = "PCM_24"
 PEAK_LIMIT = 0.99
 
 
-def read_audio(path: str | Path, *, sample_rate: int | None = None) -> Signal:
-    """Read an audio file as ``(n_channels, n_samples)`` float64, resampled if asked.
+def read_audio(
+    path: str | Path,
+    *,
+    sample_rate: int | None = None,
+    start: float = 0.0,
+    duration: float | None = None,
+) -> Signal:
+    """Read an audio file (or a section of it) as ``(n_channels, n_samples)`` float64.
 
     Parameters
     ----------
     path : str or Path
-        File to read; soundfile first, librosa for formats libsndfile does not know.
+        File to read: soundfile first (WAV, FLAC, OGG, MP3 …), then ffmpeg (the system's or the
+        one bundled in the ``imageio-ffmpeg`` wheel) for any other container or codec: m4a/AAC,
+        opus, and the audio track of mp4/mkv/webm video. Channel order is kept.
     sample_rate : int, optional
         Resample to this rate (soxr, high quality) when it differs from the file's.
+    start, duration : float
+        The section to read, in seconds of the file. soundfile seeks to the first sample, so
+        only the section is read; through ffmpeg, ``-ss`` decodes from the key frame before it.
+        A section that starts past the end, or ends past it, is refused with the file's length.
     """
     path = Path(path)
     if not path.is_file():
         raise AudioError(f"{path}: no such file")
     try:
-        frames, rate = sf.read(path, dtype="float64", always_2d=True)
-        data = np.ascontiguousarray(frames.T)
+        data, rate = _read_with_soundfile(path, start, duration)
     except (sf.LibsndfileError, RuntimeError, TypeError):
-        data, rate = _read_with_librosa(path)
+        data, rate = _read_with_ffmpeg(path, start, duration)
     if data.shape[1] == 0:
         raise AudioError(f"{path}: the file holds no audio samples")
     if not np.all(np.isfinite(data)):
@@ -58,16 +68,57 @@ def read_audio(path: str | Path, *, sample_rate: int | None = None) -> Signal:
     return Signal(data=data, sample_rate=int(rate))
 
 
-def _read_with_librosa(path: Path) -> tuple[np.ndarray, int]:
-    import librosa
+def _section(
+    path: Path, rate: int, total: int | None, start: float, duration: float | None
+) -> tuple[int, int]:
+    """First frame and frame count (``-1``: to the end) of a section; refuse one outside the file."""
+    first = round(start * rate)
+    count = -1 if duration is None else round(duration * rate)
+    if duration is not None and count < 1:
+        raise ParameterError(f"--duration {duration:g} s is shorter than one sample at {rate} Hz")
+    if total and (first >= total or (count > 0 and first + count > total)):
+        end = "" if duration is None else f" to {start + duration:g} s"
+        raise ParameterError(
+            f"--start {start:g} s{end} is outside {path.name}, which lasts {total / rate:.3f} s"
+        )
+    return first, count
 
+
+def _read_with_soundfile(path: Path, start: float, duration: float | None) -> tuple[np.ndarray, int]:
+    with sf.SoundFile(path) as handle:
+        rate = int(handle.samplerate)
+        first, count = _section(path, rate, handle.frames, start, duration)
+        if first:
+            handle.seek(first)
+        frames = handle.read(count, dtype="float64", always_2d=True)
+    return np.ascontiguousarray(frames.T), rate
+
+
+def _read_with_ffmpeg(path: Path, start: float, duration: float | None) -> tuple[np.ndarray, int]:
+    """Decode with ffmpeg into a float32 WAV in a private temporary folder, then read that."""
+    import tempfile
+
+    from demix.ffmpeg import Conversion, convert, find_ffmpeg
+
+    end = None if duration is None else start + duration
     try:
-        with warnings.catch_warnings():  # librosa announces its own audioread fallback
-            warnings.simplefilter("ignore")
-            data, rate = librosa.load(path, sr=None, mono=False, dtype=np.float64)
-    except Exception as exc:  # audioread raises many unrelated types
-        raise AudioError(f"{path}: not a readable audio file ({type(exc).__name__})") from None
-    return np.atleast_2d(data), int(rate)
+        ffmpeg = find_ffmpeg()
+    except DemixError:
+        raise AudioError(f"{path}: not a format soundfile reads, and no ffmpeg to decode it") from None
+    with tempfile.TemporaryDirectory(prefix="demix-decode-") as work:
+        wav = Path(work) / "decoded.wav"
+        section = Conversion(start=start or None, end=end)
+        convert(ffmpeg, path, wav, section, str(path), seek=True, error=AudioError)
+        frames, rate = sf.read(wav, dtype="float64", always_2d=True)
+    data = np.ascontiguousarray(frames.T)
+    if start and data.shape[1] == 0:
+        raise ParameterError(f"--start {start:g} s is outside {path.name}")
+    if duration is not None and data.shape[1] < round(duration * rate):
+        raise ParameterError(
+            f"--start {start:g} s to {start + duration:g} s is outside {path.name}, which ends at "
+            f"{start + data.shape[1] / rate:.3f} s"
+        )
+    return data, int(rate)
 
 
 def resample(data: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:

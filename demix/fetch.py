@@ -201,7 +201,7 @@ def fetch_audio(
         if progress is not None:
             progress(FetchProgress(url, media.title, "convert"))
         wav = work / "audio.wav"
-        convert(ffmpeg, download, wav, conversion, url)
+        convert(ffmpeg, download, wav, conversion, f"{url}: the download")
         rate, channels, frames = probe(wav)
         if frames == 0:
             where = " between --start and --end" if conversion.sections else ""

@@ -15,7 +15,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from demix.errors import FetchError, ParameterError
+from demix.errors import DemixError, FetchError, ParameterError
 
 
 @dataclass(frozen=True)
@@ -68,12 +68,28 @@ def find_ffmpeg() -> Ffmpeg:
         ) from None
 
 
-def convert(ffmpeg: Ffmpeg, source: Path, dest: Path, conversion: Conversion, url: str) -> None:
-    """The first audio stream of ``source`` as a float32 WAV (RF64 beyond 4 GB)."""
-    cmd = [ffmpeg.path, "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-i", str(source)]
-    cmd += ["-map", "0:a:0", "-vn", "-sn", "-dn"]
+def convert(
+    ffmpeg: Ffmpeg,
+    source: Path,
+    dest: Path,
+    conversion: Conversion,
+    label: str,
+    *,
+    seek: bool = False,
+    error: type[DemixError] = FetchError,
+) -> None:
+    """The first audio stream of ``source`` as a float32 WAV (RF64 beyond 4 GB).
+
+    With ``seek`` the section starts at ``conversion.start`` (ffmpeg decodes from the nearest
+    earlier key frame and drops samples up to the start, so the cut is sample-accurate); without
+    it ``source`` already starts at the section (a download cut by yt-dlp, with a margin that
+    ``-t`` trims). ``label`` names the source in errors, raised as ``error``.
+    """
+    cmd = [ffmpeg.path, "-nostdin", "-hide_banner", "-loglevel", "error", "-y"]
+    if seek and conversion.start:
+        cmd += ["-ss", f"{conversion.start:.6f}"]
+    cmd += ["-i", str(source), "-map", "0:a:0", "-vn", "-sn", "-dn"]
     if conversion.end is not None:
-        # the section was downloaded with a margin; decoding trims it to the sample
         cmd += ["-t", f"{conversion.end - (conversion.start or 0.0):.6f}"]
     if conversion.channels is not None:
         cmd += ["-ac", str(conversion.channels)]
@@ -83,12 +99,12 @@ def convert(ffmpeg: Ffmpeg, source: Path, dest: Path, conversion: Conversion, ur
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, errors="replace", check=False)
     except OSError as exc:
-        raise FetchError(f"cannot run ffmpeg ({ffmpeg.path}): {exc}") from None
+        raise error(f"cannot run ffmpeg ({ffmpeg.path}): {exc}") from None
     if done.returncode != 0:
         if "matches no streams" in done.stderr:
-            raise FetchError(f"{url}: the download holds no audio stream")
+            raise error(f"{label}: holds no audio stream")
         if "Invalid data found" in done.stderr:
-            raise FetchError(f"{url}: the download is not audio or video that ffmpeg can read")
+            raise error(f"{label}: not audio or video that ffmpeg can read")
         lines = [line.strip() for line in done.stderr.splitlines() if line.strip()]
         reason = lines[-1] if lines else f"exit code {done.returncode}"
-        raise FetchError(f"{url}: ffmpeg could not convert the download ({reason})")
+        raise error(f"{label}: ffmpeg could not decode it ({reason})")

@@ -36,7 +36,7 @@ def test_missing_empty_and_garbage_files(tmp_path: Path) -> None:
         read_audio(empty)
     garbage = tmp_path / "garbage.wav"
     garbage.write_bytes(b"not audio at all" * 10)
-    with pytest.raises(AudioError, match="not a readable audio file"):
+    with pytest.raises(AudioError, match="not audio or video that ffmpeg can read"):
         read_audio(garbage)
 
 
