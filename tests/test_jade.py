@@ -20,7 +20,7 @@ def _four_sources(T: int = 20000) -> np.ndarray:
             rng.laplace(size=T),  # super-Gaussian
             rng.uniform(-1, 1, T),  # sub-Gaussian
             np.sin(2 * np.pi * 310.0 * t),  # sub-Gaussian, deterministic
-            rng.standard_t(5, T),  # heavy-tailed
+            rng.standard_t(10, T),  # mildly heavy-tailed (excess kurtosis 1)
         ]
     )
 
@@ -29,7 +29,7 @@ def test_jade_separates_four_non_gaussian_sources() -> None:
     S = _four_sources()
     A = random_mixing(4, 4, np.random.default_rng(1))
     result = jade(A @ S)
-    # Measured 0.010; an unmixing that only whitens scores 0.2-0.5 on such mixtures.
+    # Measured 0.011; the whitening alone (no rotation) scores 0.28 on this mixture.
     assert amari_index(result.unmixing @ A) < 0.03
     assert result.converged and result.n_iter <= 10
     before, after = result.objective
@@ -45,7 +45,7 @@ def test_jade_separates_four_non_gaussian_sources() -> None:
 def test_cumulant_matrices_are_diagonal_for_independent_sources() -> None:
     # Whitened independent sources: every cumulant matrix is diagonal up to sampling error, and
     # Q(e_p e_p^T) has the kurtosis of source p at (p, p).
-    S = _four_sources(200000)
+    S = _four_sources(100000)
     white = whiten(S)
     C = cumulant_matrices(white.whitened)
     assert C.shape == (10, 4, 4)

@@ -10,7 +10,7 @@ import soundfile as sf
 
 from demix.errors import ParameterError
 from demix.methods.fastica import fastica
-from demix.methods.picard import picard
+from demix.methods.picard import choose_ortho, picard
 from demix.methods.restarts import best_of_restarts, negentropy
 from demix.metrics import amari_index
 from demix.mixing import random_mixing
@@ -75,24 +75,28 @@ def test_fastica_stalls_where_picard_converges() -> None:
     assert amari_index(free.unmixing @ A) < 0.04
 
 
-def test_short_clips_gain_over_fastica_and_match_python_picard() -> None:
-    from picard import picard as python_picard
-
+def test_short_clips_gain_over_fastica() -> None:
     # The issue's case: 3.5 s of three LibriSpeech readers; measured BSS Eval v3 min SIR FastICA
-    # 33.3 / 28.4 dB, non-orthogonal Picard (ours and python-picard's) 37.4 / 30.2 dB at 0 / 7 s;
-    # a broken optimiser (or an orthogonal one) falls short of the +1.5 dB by far or at least.
+    # 33.3 / 28.4 dB, non-orthogonal Picard 37.4 / 30.2 dB at 0 / 7 s, python-picard's to 0.01 dB
+    # (benchmarks/bench_ica_methods.py compares the two side by side); an orthogonal or broken
+    # optimiser falls short of +1.5 dB.
     for offset in (0.0, 7.0):
         S = _libri(offset, 3.5)
         X = ISSUE_MIXING @ S
-        ours = picard(X, ortho=False)
-        ica = fastica(X)
-        K, W, _ = python_picard(X, ortho=False, random_state=0)
-        sir = {
-            name: _min_sir_instantaneous(U @ ISSUE_MIXING, S)
-            for name, U in (("ours", ours.unmixing), ("fastica", ica.model.unmixing), ("theirs", W @ K))
-        }
-        assert sir["ours"] >= sir["fastica"] + 1.5, (offset, sir)
-        assert sir["ours"] >= sir["theirs"] - 0.1, (offset, sir)
+        ours = _min_sir_instantaneous(picard(X, ortho=False).unmixing @ ISSUE_MIXING, S)
+        ica = _min_sir_instantaneous(fastica(X).model.unmixing @ ISSUE_MIXING, S)
+        assert ours >= ica + 1.5, (offset, ours, ica)
+
+
+def test_auto_mode_is_never_worse_than_fastica_on_the_long_clip() -> None:
+    S = _libri(0.0, 13.9)
+    X = ISSUE_MIXING @ S
+    result = picard(X, ortho="auto", sample_rate=16000)
+    assert result.diagnostics["ortho"] is True  # 13.9 s >= 8 s
+    ours = _min_sir_instantaneous(result.unmixing @ ISSUE_MIXING, S)
+    ica = _min_sir_instantaneous(fastica(X).model.unmixing @ ISSUE_MIXING, S)
+    assert ours >= ica - 0.5, (ours, ica)  # measured 45.8 vs 45.8 (free mode: 44.7)
+    assert choose_ortho(56000, 16000) is False and choose_ortho(128000, 16000) is True
 
 
 def test_orthogonal_mode_is_fastica_fixed_point() -> None:
@@ -174,6 +178,8 @@ def test_restarts_keep_the_most_non_gaussian() -> None:
         ({"n_sources": "1.5"}, "-n/--sources '1.5' is invalid"),
         ({"n_sources": "many"}, "-n/--sources 'many' is invalid"),
         ({"n_sources": 0}, "-n/--sources 0 is invalid"),
+        ({"ortho": "maybe"}, "--ortho 'maybe' is invalid"),
+        ({"ortho": "auto"}, "--ortho auto needs the sample rate"),
     ],
 )
 def test_bad_options_are_refused_in_cli_terms(options: dict[str, object], message: str) -> None:

@@ -75,7 +75,7 @@ from demix.errors import ConvergenceWarning, ParameterError
 from demix.methods.whitening import Whitening, column_signs
 from demix.types import Callback, IterInfo
 
-__all__ = ["ICAResult", "finish", "picard"]
+__all__ = ["AUTO_ORTHO_SECONDS", "ICAResult", "choose_ortho", "finish", "picard"]
 
 #: float64 values of whitened data per block of a pass (256 KiB).
 _BLOCK_VALUES = 1 << 15
@@ -152,7 +152,7 @@ def picard(
     X: np.ndarray,
     *,
     n_sources: int | float | str | None = None,
-    ortho: bool = False,
+    ortho: bool | str = False,
     extended: bool = True,
     max_iter: int = 500,
     tol: float = 1e-7,
@@ -160,6 +160,7 @@ def picard(
     lambda_min: float = 0.01,
     ls_tries: int = 10,
     seed: int | None = 0,
+    sample_rate: float | None = None,
     callback: Callback | None = None,
 ) -> ICAResult:
     """Separate a linear mixture by maximum-likelihood ICA with the Picard algorithm.
@@ -171,10 +172,11 @@ def picard(
     n_sources : int, float in (0, 1), "auto" or None
         Sources to separate; see :func:`demix.methods.n_sources.count_sources` (None: one per
         channel, or the rank with a warning).
-    ortho : bool
+    ortho : bool or "auto"
         Keep the whitened-domain unmixing orthogonal (Picard-O: outputs exactly uncorrelated, the
         fixed points of FastICA). False (default) maximises the likelihood without that
-        constraint, better on short clips (see the module docstring).
+        constraint, better on short clips (see the module docstring). ``"auto"`` picks by
+        :func:`choose_ortho` and needs ``sample_rate``.
     extended : bool
         Switch each source between a super- and a sub-Gaussian density by the sign of its
         stability margin; False models every source as super-Gaussian (speech).
@@ -190,6 +192,8 @@ def picard(
         Halvings tried by the line search before falling back to the gradient direction.
     seed : int or None
         Seed of the random orthogonal starting point and of the warm-start subsample.
+    sample_rate : float, optional
+        Samples per second; used only by ``ortho="auto"``.
     callback : callable, optional
         Called with :class:`~demix.types.IterInfo` (``change`` is the gradient norm) after each
         iteration.
@@ -199,8 +203,8 @@ def picard(
     ICAResult
         ``objective`` is the negative log-likelihood per sample, up to a constant, after every
         iteration; ``facts`` hold each source's ``kurtosis`` and ``density`` (``"super"`` or
-        ``"sub"``); ``diagnostics`` hold ``rank``, ``warm_start_samples``, ``n_iter_warm_start`` and
-        ``line_search_failures``.
+        ``"sub"``); ``diagnostics`` hold ``ortho`` (the mode used), ``rank``,
+        ``warm_start_samples``, ``n_iter_warm_start`` and ``line_search_failures``.
 
     Raises
     ------
@@ -222,6 +226,12 @@ def picard(
     from demix.methods.n_sources import whiten_sources
 
     check_options(max_iter=max_iter, tol=tol, seed=seed, m=m, lambda_min=lambda_min, ls_tries=ls_tries)
+    if ortho == "auto":
+        arr = np.asarray(X)
+        ortho = choose_ortho(arr.shape[-1] if arr.ndim else 0, sample_rate)
+    elif not isinstance(ortho, (bool, np.bool_)):
+        raise ParameterError(f"--ortho {ortho!r} is invalid; expected True, False or auto")
+    ortho = bool(ortho)
     with one_blas_thread():
         white = whiten_sources(X, n_sources)
         Z = white.whitened
@@ -247,6 +257,7 @@ def picard(
         for k, s in zip(kurtosis, solver.signs, strict=True)
     )
     diagnostics: dict[str, Any] = {
+        "ortho": ortho,
         "rank": white.rank,
         "warm_start_samples": 0 if warm is None else int(warm.shape[1]),
         "n_iter_warm_start": n_warm,
@@ -263,6 +274,28 @@ def picard(
         facts=facts,
         diagnostics=diagnostics,
     )
+
+
+#: ``ortho="auto"`` keeps the unmixing orthogonal for signals at least this long (seconds).
+AUTO_ORTHO_SECONDS = 8.0
+
+
+def choose_ortho(n_samples: int, sample_rate: float | None) -> bool:
+    """The ``ortho="auto"`` rule: orthogonal from :data:`AUTO_ORTHO_SECONDS` on, free below.
+
+    Over a few seconds, real sources are measurably correlated and the orthogonal constraint
+    biases the unmixing; over longer spans their correlation fades below the extra estimation
+    variance of the unconstrained likelihood. Measured (min SIR, free minus orthogonal) on
+    LibriSpeech (3 readers): +0.2 to +4.4 dB on 2-7 s clips (19 of 20 clips gain), -2.7 to
+    +0.8 dB at 10 s, -1.1 dB on the whole 13.9 s; ARCTIC pairs +0.2 to +8 dB up to 5 s;
+    MUSDB stems (up to 6.8 s) mostly +1 to +2.5 dB. The rule counts seconds, not samples: what
+    decorrelates sources is the number of syllables and notes, not the sample rate.
+    """
+    if sample_rate is None or not (isinstance(sample_rate, (int, float, np.number)) and sample_rate > 0):
+        raise ParameterError(
+            f"--ortho auto needs the sample rate (the rule is in seconds), got {sample_rate!r}"
+        )
+    return n_samples / float(sample_rate) >= AUTO_ORTHO_SECONDS
 
 
 def check_options(**options: Any) -> None:
