@@ -182,9 +182,8 @@ def main() -> None:
         refs, ests = data
         t_ours, m_ours, ours = measure(demix_runner, refs, ests)
         t_peer, m_peer, theirs = measure(peer, refs, ests)
-        print(
-            f"{name:<27}{'demix':<9}{t_ours:>9.3f}{t_peer / t_ours:>13.1f}x{m_ours:>10.1f}{max_diff(ours, theirs):>12}"
-        )
+        diff = max_diff(ours, theirs)
+        print(f"{name:<27}{'demix':<9}{t_ours:>9.3f}{t_peer / t_ours:>13.1f}x{m_ours:>10.1f}{diff:>12}")
         print(f"{'':<27}{'museval':<9}{t_peer:>9.3f}{1.0:>13.1f}x{m_peer:>10.1f}{'—':>12}", flush=True)
 
 
