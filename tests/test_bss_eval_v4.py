@@ -115,13 +115,24 @@ def _synthetic(seed: int, n_targets: int, n_chan: int, n: int) -> tuple[np.ndarr
 
 
 @pytest.mark.parametrize(
-    ("n_targets", "n_chan", "window", "hop"),
-    [(2, 2, 2000, 1000), (3, 1, 1500, 1500), (2, 2, 10**9, 10**9)],
-    ids=["stereo-overlap", "mono-3-targets", "whole-signal"],
+    ("n_targets", "n_chan", "window", "hop", "mono_as_stereo"),
+    [
+        (2, 2, 2000, 1000, False),
+        (3, 1, 1500, 1500, False),
+        (2, 2, 10**9, 10**9, False),
+        (2, 2, 2000, 1000, True),
+    ],
+    ids=["stereo-overlap", "mono-3-targets", "whole-signal", "mono-as-stereo"],
 )
-def test_matches_museval_on_synthetic_images(museval_metrics, n_targets, n_chan, window, hop) -> None:
-    """Overlapping frames, a trailing partial frame, mono and one-frame cases against museval."""
+def test_matches_museval_on_synthetic_images(
+    museval_metrics, n_targets, n_chan, window, hop, mono_as_stereo
+) -> None:
+    """Overlapping frames, a trailing partial frame, mono and one-frame cases against museval;
+    mono-as-stereo: a target whose right channel is 0.7 x its left (a singular Gram matrix for
+    museval, a left-out channel for us)."""
     refs, ests = _synthetic(1, n_targets, n_chan, 6300)
+    if mono_as_stereo:
+        refs[0, 1] = 0.7 * refs[0, 0]
     refs[1, :, 1500:4500] = 0.0  # a silent stretch: the frames inside it are NaN for all targets
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
