@@ -1,165 +1,643 @@
-"""Score a run folder (or files) against references: BSS Eval v3, SI-SDR, improvements, Amari index.
+"""Score estimates against references: BSS Eval v3 or v4, SI-SDR, improvements, Amari index.
 
-Estimates are matched to references by the Hungarian assignment on SIR, never by name or order.
-What each folder holds is read from its manifest; a folder without one is an error, not a guess.
+What is compared to what:
+
+* a side (references or estimates) is a demix folder, read through its manifest (a ``demix mix``
+  folder for references, a run folder for estimates), or *items*: files, folders, globs, or
+  stem groups ``name=a.flac+b.flac`` summed in memory. A folder without a manifest gives its
+  audio files, leaving out the ones named like the mixture (``mixture.*``, ``mix.*``);
+* estimates are matched to references by the Hungarian assignment on SIR, never by name or
+  order, unless every estimate carries a label (``-e drums=…``) naming a reference: then by name;
+* the mixture (``--mixture``, or a mix folder's) scored as every estimate is the baseline of the
+  improvements SDRi and SI-SDRi.
+
+Two modes. ``v3`` (default) is BSS Eval v3 (mir_eval's numbers) on one channel, ``--ref-channel``,
+over the whole signal, plus SI-SDR. ``v4`` is museval's BSS Eval v4 (:mod:`demix.bss_eval_v4`):
+every channel is part of the source image, distortion filters are fitted once on the whole
+signal, SDR/ISR/SIR/SAR come per frame (1 s windows and hops by default) and a target's score
+is the median over its frames.
+
+A score that cannot be computed is NaN (null in JSON) with its reason; every score is capped at
+:data:`demix.metrics.CEILING_DB` (130 dB), which is what a perfect estimate gets.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
-from demix import audio, metrics
-from demix.errors import ParameterError
+from demix import __version__, audio, metrics
+from demix.bss_eval_v4 import bss_eval_v4
+from demix.errors import OutputError, ParameterError
 from demix.inputs import expand_inputs
 from demix.manifest import clean, read_manifest
+from demix.outputs import MANIFEST, write_atomically, write_manifest
+
+Mode = Literal["v3", "v4"]
+MODES: tuple[Mode, ...] = ("v3", "v4")
+SCORES_FILE = "scores.json"
+#: File stems that name a mixture, left out when a folder is read as references or estimates.
+MIXTURE_STEMS = frozenset({"mixture", "mix"})
+#: museval's default frame: one second, every second.
+V4_WINDOW_S = 1.0
+CEILING_DB = metrics.CEILING_DB
+
+SIR_UNDEFINED = "one (non-silent) reference only: nothing can interfere, so SIR is undefined"
+_LABEL = re.compile(r"([^=/\\]+)=(.+)")
+
+
+@dataclass(frozen=True)
+class Section:
+    """The part of every file that is scored: ``start`` seconds in, ``duration`` long (None: to the end)."""
+
+    start: float = 0.0
+    duration: float | None = None
+
+
+@dataclass
+class Item:
+    """One reference, estimate or mixture: its name, the files summed into it, its signal.
+
+    ``data`` is ``(n_channels, n_samples)``; ``labelled`` says the user named it (``name=…``).
+    """
+
+    name: str
+    files: list[Path]
+    data: np.ndarray
+    labelled: bool = False
+
+    @property
+    def label(self) -> str:
+        """How scores name it: its file, or its files joined by ``+``."""
+        return "+".join(str(f) for f in self.files)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "files": [str(f) for f in self.files],
+            "channels": int(self.data.shape[0]),
+            "samples": int(self.data.shape[1]),
+            "labelled": self.labelled,
+        }
 
 
 @dataclass
 class Side:
-    """One side of an evaluation: files, their signals on the scored channel, and the manifest."""
+    """The references or the estimates, with the folder and manifest they came from, if any."""
 
-    files: list[Path]
-    signals: list[np.ndarray]
+    items: list[Item]
     sample_rate: int
     manifest: dict[str, Any] | None = None
     folder: Path | None = None
+    mixture: Item | None = None
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass
 class Evaluation:
-    """Per-reference scores (matched estimates), what was left unmatched, and the Amari index."""
+    """The scores document: what was compared to what, how, and the scores of every matched pair."""
 
+    mode: Mode
+    sample_rate: int
+    n_samples: int
+    section: Section
+    matching: str
+    references: list[Item]
+    estimates: list[Item]
+    mixture: Item | None
     scores: list[dict[str, Any]]
     unmatched_estimates: list[str]
     missing_references: list[str]
     amari_index: float | None
-    sample_rate: int
-    n_samples: int
+    ref_channel: int | None = None
+    channels: int | None = None
+    window_s: float | None = None
+    hop_s: float | None = None
     notes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        result: dict[str, Any] = clean(self.__dict__)
+        """Strict JSON (NaN and inf as null), the layout of ``schemas/scores.schema.json``."""
+        document = {
+            "kind": "scores",
+            "demix_version": __version__,
+            "mode": self.mode,
+            "sample_rate": self.sample_rate,
+            "n_samples": self.n_samples,
+            "start_s": self.section.start,
+            "duration_s": self.section.duration,
+            "ref_channel": self.ref_channel,
+            "channels": self.channels,
+            "window_s": self.window_s,
+            "hop_s": self.hop_s,
+            "ceiling_db": CEILING_DB,
+            "matching": self.matching,
+            "references": [item.describe() for item in self.references],
+            "estimates": [item.describe() for item in self.estimates],
+            "mixture": None if self.mixture is None else self.mixture.describe(),
+            "scores": self.scores,
+            "unmatched_estimates": self.unmatched_estimates,
+            "missing_references": self.missing_references,
+            "amari_index": self.amari_index,
+            "notes": self.notes,
+        }
+        result: dict[str, Any] = clean(document)
         return result
 
 
-def load_side(specs: list[str], *, role: str, ref_channel: int) -> Side:
-    """Read a demix folder (through its manifest) or a list of files, scoring ``ref_channel``."""
+# --------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------
+
+
+def load_side(specs: list[str], *, role: str, section: Section = Section()) -> Side:
+    """Read the references or estimates named on the command line (``role``: their name).
+
+    One folder with a manifest is read through it; otherwise each spec is a file, folder or glob
+    (one item per file) or a group ``[name=]a+b+…`` (one item, the files summed in memory).
+    """
+    notes: list[str] = []
     folder = Path(specs[0]) if len(specs) == 1 and Path(specs[0]).is_dir() else None
-    manifest = None
-    if folder is not None and (folder / "demix.json").exists():
+    manifest, mixture_file = None, None
+    if folder is not None and (folder / MANIFEST).exists():
         manifest = read_manifest(folder)
-        files = [folder / name for name in _files_in(manifest, role)]
+        groups = [(Path(name).stem, [folder / name], False) for name in _files_in(manifest, role)]
+        mixture_file = _mixture_in(manifest, folder) if role == "reference" else None
     else:
-        files = expand_inputs(specs)
-    signals, rates = [], set()
-    for path in files:
-        sig = audio.read_audio(path)
-        channel = ref_channel if sig.n_channels > 1 else 0
-        if channel >= sig.n_channels:
-            raise ParameterError(f"--ref-channel {ref_channel} is out of range: {path} has {sig.n_channels}")
-        signals.append(sig.data[channel])
-        rates.add(sig.sample_rate)
-    if len(rates) > 1:
-        raise ParameterError(f"{role} files have different sample rates {sorted(rates)}; resample them first")
-    return Side(files, signals, rates.pop(), manifest, folder)
+        folder = None
+        groups = [group for spec in specs for group in _parse_spec(spec, role, notes)]
+    items, rate = _read_items(groups, role, section, notes)
+    mixture = None
+    if mixture_file is not None:
+        mixture = load_mixture(mixture_file, section)
+        _same_rate(rate, mixture[1], f"the mixture {mixture_file}", role)
+    return Side(items, rate, manifest, folder, None if mixture is None else mixture[0], notes)
+
+
+def load_mixture(path: str | Path, section: Section = Section()) -> tuple[Item, int]:
+    """The mixture whose scores are the baseline of SDRi and SI-SDRi, and its sample rate."""
+    path = Path(path)
+    if path.is_dir():
+        raise ParameterError(f"--mixture {path} is a folder; give the mixture's file")
+    signal = audio.read_audio(path, start=section.start, duration=section.duration)
+    return Item("mixture", [path], signal.data), signal.sample_rate
 
 
 def _files_in(manifest: dict[str, Any], role: str) -> list[str]:
     if role == "reference":
         if "truth" not in manifest:
             raise ParameterError(
-                f"--reference folder was written by 'demix {manifest['command']}', not 'demix mix'"
+                f"--reference folder was written by 'demix {manifest['command']}', not 'demix mix'; "
+                "give its files, or a folder of reference files without a manifest"
             )
         return list(manifest["truth"]["references"])
     return [o["file"] for o in manifest.get("outputs", []) if o.get("role") == "source"]
+
+
+def _mixture_in(manifest: dict[str, Any], folder: Path) -> Path | None:
+    names = [o["file"] for o in manifest.get("outputs", []) if o.get("role") == "mixture"]
+    return folder / names[0] if names else None
+
+
+def _parse_spec(spec: str, role: str, notes: list[str]) -> list[tuple[str, list[Path], bool]]:
+    """``(name, files, labelled)`` groups of one command-line spec."""
+    label, body = None, spec
+    match = _LABEL.fullmatch(spec)
+    if match and not Path(spec).exists():
+        label, body = match.group(1).strip(), match.group(2)
+        if not label:
+            raise ParameterError(f"{spec!r}: the name before '=' is empty")
+    parts = [body] if Path(body).exists() or "+" not in body else body.split("+")
+    if label is None and len(parts) == 1:
+        path = Path(body)
+        if path.is_dir():
+            return [(f.stem, [f], False) for f in _folder_files(path, role, notes)]
+        return [(f.stem, [f], False) for f in expand_inputs([body])]
+    files: list[Path] = []
+    for part in parts:
+        if not part:
+            raise ParameterError(f"{spec!r}: an empty file name in the group (two '+' in a row?)")
+        if Path(part).is_dir():
+            raise ParameterError(f"{spec!r}: {part} is a folder; a group sums files")
+        files.extend(expand_inputs([part]))
+    return [(label or "+".join(f.stem for f in files), files, label is not None)]
+
+
+def _folder_files(folder: Path, role: str, notes: list[str]) -> list[Path]:
+    """A folder's audio files, without the ones named like the mixture; says what it took."""
+    found = expand_inputs([str(folder)])
+    taken = [f for f in found if f.stem.lower() not in MIXTURE_STEMS]
+    skipped = [f for f in found if f not in taken]
+    if not taken:
+        raise ParameterError(f"folder {folder} holds only mixture files ({_names(skipped)})")
+    message = f"{role}s from {folder}: {_names(taken, folder)}"
+    if skipped:
+        message += f" (left out {_names(skipped, folder)}: named like the mixture"
+        message += "; give it as --mixture for SDRi)" if role == "reference" else ")"
+    notes.append(message)
+    return taken
+
+
+def _names(files: list[Path], folder: Path | None = None) -> str:
+    return ", ".join(str(f.relative_to(folder)) if folder else str(f) for f in files)
+
+
+def _read_items(
+    groups: list[tuple[str, list[Path], bool]], role: str, section: Section, notes: list[str]
+) -> tuple[list[Item], int]:
+    """Read every group's files (only the section) and sum each group; one sample rate for all."""
+    items, rate = [], None
+    for name, files, labelled in groups:
+        signals = [audio.read_audio(f, start=section.start, duration=section.duration) for f in files]
+        for path, signal in zip(files, signals, strict=True):
+            rate = signal.sample_rate if rate is None else rate
+            _same_rate(rate, signal.sample_rate, str(path), role)
+        items.append(Item(name, files, _sum(name, files, [s.data for s in signals], notes), labelled))
+    if rate is None:
+        raise ParameterError(f"no {role} given")
+    return items, rate
+
+
+def _same_rate(rate: int, other: int, what: str, role: str) -> None:
+    if other != rate:
+        raise ParameterError(
+            f"{role} files have different sample rates ({rate} and {other} Hz, {what}); resample them first"
+        )
+
+
+def _sum(name: str, files: list[Path], parts: list[np.ndarray], notes: list[str]) -> np.ndarray:
+    """The sum of a group's signals: mono parts go to every channel, shorter ones end in silence."""
+    if len(parts) == 1:
+        return parts[0]
+    channels = {p.shape[0] for p in parts} - {1}
+    if len(channels) > 1:
+        raise ParameterError(
+            f"group {name!r}: files with {sorted(channels)} channels cannot be summed ({_names(files)})"
+        )
+    n_chan = channels.pop() if channels else 1
+    lengths = [p.shape[1] for p in parts]
+    total = np.zeros((n_chan, max(lengths)))
+    for part in parts:
+        total[:, : part.shape[1]] += part
+    if len(set(lengths)) > 1:
+        notes.append(
+            f"group {name!r}: files of {min(lengths)}–{max(lengths)} samples; "
+            "summed as if the shorter ones ended in silence"
+        )
+    return total
+
+
+# --------------------------------------------------------------------------------------------
+# Scoring
+# --------------------------------------------------------------------------------------------
 
 
 def evaluate(
     reference: Side,
     estimate: Side,
     *,
+    mixture: Item | None = None,
+    mode: Mode = "v3",
     ref_channel: int = 0,
     window_s: float | None = None,
     hop_s: float | None = None,
+    section: Section = Section(),
 ) -> Evaluation:
-    """Match estimates to references on SIR and score every matched pair.
+    """Match estimates to references and score every matched pair.
 
-    Global scores are exact over the whole signal. With ``window_s`` (and ``hop_s``, default the
-    window) each matched pair is also scored frame by frame, with the same matching.
+    Parameters
+    ----------
+    reference, estimate : Side
+        What :func:`load_side` read.
+    mixture : Item, optional
+        The baseline for SDRi/SI-SDRi; default the reference folder's mixture, if any.
+    mode : {"v3", "v4"}
+        ``v3``: BSS Eval v3 and SI-SDR on channel ``ref_channel`` of every file (mono files: their
+        channel), whole signal, plus framewise v3 with ``window_s``. Different lengths are trimmed
+        to the shortest. ``v4``: museval's BSS Eval v4 on every channel, framewise (``window_s``
+        and ``hop_s``, default 1 s), median per target. The references set the channel count and
+        the length: a mono estimate (or mixture) is played on every channel, and estimates are
+        cut or zero-padded to the references' length, as museval does.
+    window_s, hop_s : float, optional
+        Frame length and step in seconds (``hop_s`` defaults to ``window_s``).
+    section : Section
+        The section the files were read with; recorded, and frame times are given in the files.
     """
     if reference.sample_rate != estimate.sample_rate:
         raise ParameterError(
             f"sample rates differ: references at {reference.sample_rate} Hz, "
             f"estimates at {estimate.sample_rate} Hz"
         )
-    notes: list[str] = []
-    lengths = {len(s) for s in reference.signals + estimate.signals}
-    n = min(lengths)
-    if len(lengths) > 1:
-        notes.append(f"lengths differ ({min(lengths)}–{max(lengths)} samples); all trimmed to {n}")
-    R = np.stack([s[:n] for s in reference.signals])
-    E = np.stack([s[:n] for s in estimate.signals])
+    mixture = mixture if mixture is not None else reference.mixture
+    if mode not in MODES:
+        raise ParameterError(f"--mode {mode!r} is not one of {', '.join(MODES)}")
+    if hop_s is not None and window_s is None and mode == "v3":
+        raise ParameterError("--hop needs --window")
+    notes = reference.notes + estimate.notes
+    pairs = _pairs_by_name(reference.items, estimate.items, notes)
+    scorer = _score_v3 if mode == "v3" else _score_v4
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        pairwise = metrics.bss_eval_pairwise(R, E)
-        est_idx, ref_idx = metrics.match_sources(pairwise.sir)
-        baseline = _mixture_baseline(reference, R, ref_channel)
-        pairs = sorted(zip(est_idx, ref_idx, strict=True), key=lambda pair: pair[1])
-        scores = [_score(reference, estimate, R, E, pairwise, baseline, i, j) for j, i in pairs]
-        if window_s is not None:
-            _add_frames(scores, R, E, pairs, reference.sample_rate, window_s, hop_s or window_s)
+        result = scorer(reference, estimate, mixture, pairs, ref_channel, window_s, hop_s, section, notes)
     notes += sorted({str(w.message) for w in caught})
+    est_idx = {j for j, _ in result.pairs}
+    ref_idx = {i for _, i in result.pairs}
     return Evaluation(
-        scores=scores,
-        unmatched_estimates=[str(estimate.files[j]) for j in range(len(E)) if j not in set(est_idx)],
-        missing_references=[str(reference.files[i]) for i in range(len(R)) if i not in set(ref_idx)],
-        amari_index=_amari(reference.manifest, estimate.manifest),
+        mode=mode,
         sample_rate=reference.sample_rate,
-        n_samples=n,
+        n_samples=result.n_samples,
+        section=section,
+        matching="name" if pairs is not None else "sir",
+        references=reference.items,
+        estimates=estimate.items,
+        mixture=mixture,
+        scores=result.rows,
+        unmatched_estimates=[e.label for j, e in enumerate(estimate.items) if j not in est_idx],
+        missing_references=[r.label for i, r in enumerate(reference.items) if i not in ref_idx],
+        amari_index=_amari(reference.manifest, estimate.manifest) if mode == "v3" else None,
+        ref_channel=ref_channel if mode == "v3" or result.channels == 1 else None,
+        channels=result.channels,
+        window_s=result.window_s,
+        hop_s=result.hop_s,
         notes=notes,
     )
 
 
-def _score(
+@dataclass
+class _Result:
+    rows: list[dict[str, Any]]
+    pairs: list[tuple[int, int]]
+    n_samples: int
+    channels: int
+    window_s: float | None
+    hop_s: float | None
+
+
+def _pairs_by_name(refs: list[Item], ests: list[Item], notes: list[str]) -> list[tuple[int, int]] | None:
+    """``(estimate, reference)`` pairs when every estimate is labelled with a reference's name."""
+    if not any(e.labelled for e in ests):
+        return None
+    names = [r.name for r in refs]
+    labels = [e.name for e in ests]
+    if not all(e.labelled for e in ests) or not set(labels) <= set(names):
+        notes.append(
+            "estimates are matched by SIR: pairing by name needs every estimate labelled with a "
+            f"reference's name ({', '.join(names)})"
+        )
+        return None
+    for what, values in (("reference", names), ("estimate", labels)):
+        twice = sorted({v for v in values if values.count(v) > 1})
+        if twice:
+            raise ParameterError(
+                f"two {what}s are named {', '.join(twice)}; names must differ to pair by name"
+            )
+    return sorted(((j, names.index(label)) for j, label in enumerate(labels)), key=lambda p: p[1])
+
+
+def _score_v3(
     reference: Side,
     estimate: Side,
-    R: np.ndarray,
-    E: np.ndarray,
-    pairwise: metrics.PairwiseScores,
-    baseline: dict[str, np.ndarray] | None,
-    i: int,
-    j: int,
-) -> dict[str, Any]:
-    """Scores of estimate ``j`` against its matched reference ``i``."""
+    mixture: Item | None,
+    pairs: list[tuple[int, int]] | None,
+    ref_channel: int,
+    window_s: float | None,
+    hop_s: float | None,
+    section: Section,
+    notes: list[str],
+) -> _Result:
+    """BSS Eval v3 and SI-SDR on one channel, whole signal; optional v3 frames."""
+    refs = [_channel(item, ref_channel) for item in reference.items]
+    ests = [_channel(item, ref_channel) for item in estimate.items]
+    mix = None if mixture is None else _channel(mixture, ref_channel)
+    lengths = {len(s) for s in [*refs, *ests, *([] if mix is None else [mix])]}
+    n = min(lengths)
+    if len(lengths) > 1:
+        notes.append(f"lengths differ ({min(lengths)}–{max(lengths)} samples); all trimmed to {n}")
+    R = np.stack([s[:n] for s in refs])
+    E = np.stack([s[:n] for s in ests])
+    pairwise = metrics.bss_eval_pairwise(R, E)
+    if pairs is None:
+        est_idx, ref_idx = metrics.match_sources(pairwise.sir)
+        pairs = list(zip(est_idx.tolist(), ref_idx.tolist(), strict=True))
+    base: dict[str, np.ndarray] | None = None
+    if mix is not None:
+        x = mix[:n][None, :]
+        base = {
+            "sdr": metrics.bss_eval_pairwise(R, x).sdr[0],
+            "si_sdr": np.array([metrics.si_sdr(r, x[0]) for r in R]),
+        }
+    rows = []
+    for j, i in pairs:
+        values = {
+            "sdr": pairwise.sdr[j, i],
+            "sir": pairwise.sir[j, i],
+            "sar": pairwise.sar[j, i],
+            "si_sdr": metrics.si_sdr(R[i], E[j]),
+        }
+        row = _row(reference.items[i], estimate.items[j], *_settle(values, R[i], E[j]))
+        if base is not None:
+            _improvements(row, {k: base[k][i] for k in base}, R[i], mix[:n])  # type: ignore[index]
+        rows.append(row)
+    if window_s is not None:
+        _v3_frames(rows, R, E, pairs, reference.sample_rate, window_s, hop_s or window_s, section)
+    return _Result(rows, pairs, n, 1, window_s, (hop_s or window_s) if window_s else None)
+
+
+def _score_v4(
+    reference: Side,
+    estimate: Side,
+    mixture: Item | None,
+    pairs: list[tuple[int, int]] | None,
+    ref_channel: int,
+    window_s: float | None,
+    hop_s: float | None,
+    section: Section,
+    notes: list[str],
+) -> _Result:
+    """museval's BSS Eval v4 of the matched images, framewise, median per target."""
+    rate = reference.sample_rate
+    n_chan = max(item.data.shape[0] for item in reference.items)
+    lengths = {item.data.shape[1] for item in reference.items}
+    n = min(lengths)
+    if len(lengths) > 1:
+        notes.append(f"references of {min(lengths)}–{max(lengths)} samples; all trimmed to {n}")
+    R = np.stack([_fit(item, n_chan, n, "reference", notes, ref_channel) for item in reference.items])
+    E = np.stack([_fit(item, n_chan, n, "estimate", notes, ref_channel) for item in estimate.items])
+    M = None if mixture is None else _fit(mixture, n_chan, n, "mixture", notes, ref_channel)
+    if pairs is None:  # v3 SIR over all channels, end to end, decides the matching
+        sir = metrics.bss_eval_pairwise(R.reshape(len(R), -1), E.reshape(len(E), -1)).sir
+        est_idx, ref_idx = metrics.match_sources(sir)
+        pairs = list(zip(est_idx.tolist(), ref_idx.tolist(), strict=True))
+    if len(pairs) < len(R):
+        notes.append("BSS Eval v4 scores only the references that have an estimate")
+    window_s = V4_WINDOW_S if window_s is None else window_s
+    hop_s = window_s if hop_s is None else hop_s
+    window, hop = _samples(window_s, rate, "--window"), _samples(hop_s, rate, "--hop")
+    if window >= n:
+        notes.append(
+            f"the window ({window_s:g} s) is not shorter than the signal: one frame, the whole signal"
+        )
+    refs, ests = [i for _, i in pairs], [j for j, _ in pairs]
+    scores = bss_eval_v4(R[refs], E[ests], window=window, hop=hop)
+    base = None
+    if M is not None:
+        base = bss_eval_v4(R[refs], np.broadcast_to(M, R[refs].shape), window=window, hop=hop)
+    times = (section.start + scores.frame_starts / rate).tolist()
+    rows = []
+    for k, (j, i) in enumerate(pairs):
+        frames = {m: getattr(scores, m)[k] for m in ("sdr", "isr", "sir", "sar")}
+        values, reasons, frame_block = _median_of_frames(frames, R[i], E[j], n_refs=len(refs))
+        row = _row(reference.items[i], estimate.items[j], values, reasons)
+        if base is not None and M is not None:
+            base_values = _median_of_frames({"sdr": base.sdr[k]}, R[i], M, n_refs=len(refs))[0]
+            _improvements(row, base_values, R[i], M)
+        row["frames"] = {"window_s": window_s, "hop_s": hop_s, "time_s": times, **frame_block}
+        rows.append(row)
+    return _Result(rows, pairs, n, n_chan, window_s, hop_s)
+
+
+def _fit(item: Item, n_chan: int, n: int, role: str, notes: list[str], ref_channel: int) -> np.ndarray:
+    """``item``'s signal with the references' channels and length, as museval pads estimates.
+
+    A mono signal is played on every channel of multichannel references; against mono
+    references, a multichannel signal is scored on ``ref_channel``.
+    """
+    data = item.data
+    if n_chan == 1 and data.shape[0] > 1:
+        notes.append(f"the references are mono: {role} {item.name} is scored on --ref-channel {ref_channel}")
+        data = _channel(item, ref_channel)[None, :]
+    elif data.shape[0] == 1 and n_chan > 1:
+        notes.append(f"{role} {item.name} is mono: scored as the same signal on all {n_chan} channels")
+        data = np.repeat(data, n_chan, axis=0)
+    elif data.shape[0] != n_chan:
+        raise ParameterError(
+            f"{role} {item.label} has {data.shape[0]} channels, the references {n_chan}; "
+            "BSS Eval v4 scores every channel (use --mode v3 to score one channel)"
+        )
+    if data.shape[1] != n:
+        action = "cut" if data.shape[1] > n else "zero-padded"
+        notes.append(f"{role} {item.name} ({data.shape[1]} samples) {action} to the references' {n}")
+        fitted = np.zeros((n_chan, n))
+        fitted[:, : min(n, data.shape[1])] = data[:, :n]
+        data = fitted
+    return data
+
+
+def _samples(seconds: float, rate: int, option: str) -> int:
+    count = round(seconds * rate)
+    if not count >= 1:
+        raise ParameterError(f"{option} {seconds:g} s is shorter than one sample at {rate} Hz")
+    return count
+
+
+def _channel(item: Item, ref_channel: int) -> np.ndarray:
+    """The scored channel of an item: ``ref_channel``, or the only one of a mono file."""
+    if item.data.shape[0] == 1:
+        return item.data[0]
+    if ref_channel >= item.data.shape[0]:
+        raise ParameterError(
+            f"--ref-channel {ref_channel} is out of range: {item.label} has {item.data.shape[0]} channels"
+        )
+    return item.data[ref_channel]
+
+
+def _row(ref: Item, est: Item, values: dict[str, float], reasons: dict[str, str]) -> dict[str, Any]:
     row: dict[str, Any] = {
-        "reference": str(reference.files[i]),
-        "estimate": str(estimate.files[j]),
-        "sdr": pairwise.sdr[j, i],
-        "sir": pairwise.sir[j, i],
-        "sar": pairwise.sar[j, i],
-        "si_sdr": metrics.si_sdr(R[i], E[j]),
+        "reference": ref.label,
+        "estimate": est.label,
+        "reference_name": ref.name,
+        "estimate_name": est.name,
+        **values,
     }
-    if baseline is not None:
-        row["sdri"] = row["sdr"] - baseline["sdr"][i]
-        row["si_sdri"] = row["si_sdr"] - baseline["si_sdr"][i]
+    if reasons:
+        row["reasons"] = reasons
     return row
 
 
-def _add_frames(
-    scores: list[dict[str, Any]],
+def _settle(
+    values: dict[str, float], ref: np.ndarray, est: np.ndarray
+) -> tuple[dict[str, float], dict[str, str]]:
+    """Cap scores at the ceiling; NaN, with the reason, for what cannot be computed."""
+    out, reasons = {}, {}
+    for key, value in values.items():
+        value = float(value)
+        if value == np.inf and key == "sir":
+            reasons[key] = SIR_UNDEFINED
+            value = np.nan
+        elif np.isnan(value) or value == -np.inf:
+            reasons[key] = _why_nan(ref, est)
+            value = np.nan
+        out[key] = min(value, CEILING_DB)
+    return out, reasons
+
+
+def _why_nan(ref: np.ndarray, est: np.ndarray) -> str:
+    if not np.any(ref):
+        return "the reference is silent (all zero)"
+    if not np.any(est):
+        return "the estimate is silent (all zero)"
+    return "no part of the estimate lies in the span of the reference (−∞ dB)"
+
+
+def _median_of_frames(
+    frames: dict[str, np.ndarray], ref: np.ndarray, est: np.ndarray, *, n_refs: int
+) -> tuple[dict[str, float], dict[str, str], dict[str, Any]]:
+    """Medians over the scored frames (museval's ``nanmedian``), with reasons and the frame lists."""
+    values, reasons, block = {}, {}, {}
+    for key, series in frames.items():
+        series = np.minimum(series, CEILING_DB)  # +inf is the ceiling; NaN stays NaN
+        if key == "sir" and n_refs == 1:
+            series = np.full_like(series, np.nan)
+            reasons[key] = SIR_UNDEFINED
+        block[key] = series
+        scored = series[~np.isnan(series)]
+        values[key] = float(np.median(scored)) if scored.size else np.nan
+        if not scored.size and key not in reasons:
+            reasons[key] = (
+                _why_nan(ref, est)
+                if not (np.any(ref) and np.any(est))
+                else "every frame has a silent reference or estimate (not scored, as in museval)"
+            )
+    n_nan = int(np.isnan(frames["sdr"]).sum())
+    if 0 < n_nan < frames["sdr"].size:
+        reasons["frames"] = (
+            f"{n_nan} of {frames['sdr'].size} frames have a silent reference or estimate: not scored "
+            "(null), as in museval; medians are over the others"
+        )
+    return values, reasons, block
+
+
+def _improvements(row: dict[str, Any], base: dict[str, float], ref: np.ndarray, mix: np.ndarray) -> None:
+    """SDRi (and SI-SDRi when scored) over the mixture scored as the estimate."""
+    for key in ("sdr", "si_sdr"):
+        if key not in row or key not in base:
+            continue
+        base_value = min(float(base[key]), CEILING_DB)
+        improvement = row[key] - base_value
+        row[f"{key}i"] = improvement
+        row.setdefault("mixture", {})[key] = base_value
+        if np.isnan(improvement):
+            reason = row.get("reasons", {}).get(key) or f"the mixture's {key.upper()}: {_why_nan(ref, mix)}"
+            row.setdefault("reasons", {})[f"{key}i"] = reason
+
+
+def _v3_frames(
+    rows: list[dict[str, Any]],
     R: np.ndarray,
     E: np.ndarray,
     pairs: list[tuple[int, int]],
     rate: int,
     window_s: float,
     hop_s: float,
+    section: Section,
 ) -> None:
-    """Framewise SDR/SIR/SAR of every matched pair (frames with a silent source are NaN)."""
+    """Framewise v3 SDR/SIR/SAR of every matched pair (frames with a silent source are null)."""
     window, hop = round(window_s * rate), round(hop_s * rate)
     if window < 1 or hop < 1 or window > R.shape[1]:
         raise ParameterError(
@@ -168,40 +646,95 @@ def _add_frames(
         )
     refs, ests = [i for _, i in pairs], [j for j, _ in pairs]
     frames = metrics.bss_eval_framewise(R[refs], E[ests], window=window, hop=hop)
-    for k, row in enumerate(scores):
-        row["frames"] = {
-            "window_s": window_s,
-            "hop_s": hop_s,
-            "sdr": frames.sdr[k],
-            "sir": frames.sir[k],
-            "sar": frames.sar[k],
-        }
-
-
-def _mixture_baseline(reference: Side, R: np.ndarray, ref_channel: int) -> dict[str, np.ndarray] | None:
-    """Scores of the unprocessed mixture's ``ref_channel`` against each reference, for SDRi."""
-    if reference.manifest is None or reference.folder is None:
-        return None
-    mixture_files = [o["file"] for o in reference.manifest["outputs"] if o.get("role") == "mixture"]
-    if not mixture_files:
-        return None
-    mixture = audio.read_audio(reference.folder / mixture_files[0]).data
-    if ref_channel >= mixture.shape[0]:
-        raise ParameterError(
-            f"--ref-channel {ref_channel} is out of range: the mixture has {mixture.shape[0]}"
-        )
-    x = mixture[ref_channel, : R.shape[1]][None, :]
-    scores = metrics.bss_eval_pairwise(R, x)
-    return {"sdr": scores.sdr[0], "si_sdr": np.array([metrics.si_sdr(r, x[0]) for r in R])}
+    n_frames = frames.sdr.shape[1]
+    times = (section.start + np.arange(n_frames) * hop / rate).tolist()
+    for k, row in enumerate(rows):
+        block = {key: np.minimum(getattr(frames, key)[k], CEILING_DB) for key in ("sdr", "sir", "sar")}
+        if len(refs) == 1:
+            block["sir"] = np.full(n_frames, np.nan)
+        row["frames"] = {"window_s": window_s, "hop_s": hop_s, "time_s": times, **block}
 
 
 def _amari(reference: dict[str, Any] | None, estimate: dict[str, Any] | None) -> float | None:
     """Amari index of ``W @ A`` when the mix's true ``A`` and the run's ``W`` are both known."""
     truth = (reference or {}).get("truth", {}).get("mixing")
     model = (estimate or {}).get("model") or {}
-    if truth is None or model.get("kind", "instantaneous") != "instantaneous" or model.get("unmixing") is None:
+    if (
+        truth is None
+        or model.get("kind", "instantaneous") != "instantaneous"
+        or model.get("unmixing") is None
+    ):
         return None
     W, A = np.asarray(model["unmixing"]), np.asarray(truth)
     if W.shape[1] != A.shape[0] or W.shape[0] != A.shape[1]:
         return None  # other microphones, or fewer sources than the truth: W A is not square
     return float(metrics.amari_index(W @ A))
+
+
+# --------------------------------------------------------------------------------------------
+# The scores file
+# --------------------------------------------------------------------------------------------
+
+
+def scores_path(estimate: Side, explicit: Path | None) -> Path:
+    """Where the scores go: ``explicit``, else ``scores.json`` in the estimates' one folder.
+
+    Checked before any scoring: a place that cannot be written, the manifest, an audio input, or
+    an existing file that is not a demix scores document are refused.
+    """
+    if explicit is not None:
+        path = explicit
+    else:
+        folders = sorted({str(f.parent) for item in estimate.items for f in item.files})
+        if estimate.folder is not None:
+            folders = [str(estimate.folder)]
+        if len(folders) != 1:
+            raise ParameterError(
+                f"estimates come from {len(folders)} folders ({', '.join(folders)}); say where the scores "
+                "go with --scores FILE, or --no-scores"
+            )
+        path = Path(folders[0]) / SCORES_FILE
+    if path.name == MANIFEST or path.suffix.lower() in audio.AUDIO_EXTENSIONS:
+        raise OutputError(f"--scores {path}: give a .json file name (not an audio file or {MANIFEST})")
+    if path.is_dir():
+        raise OutputError(f"--scores {path} is a folder; give a file name")
+    if path.exists() and not _is_scores_document(path):
+        raise OutputError(f"{path} exists and is not a demix scores file; move it or choose --scores FILE")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(
+            f"cannot write the scores in {parent} (permission denied); use --scores FILE or --no-scores"
+        )
+    return path
+
+
+def write_scores(document: dict[str, Any], path: Path, estimate: Side) -> bool:
+    """Write the scores atomically; in a run folder, also list them in its manifest.
+
+    Returns whether the run's manifest now lists the file (``role: "scores"``), so that
+    ``--force`` replaces it with the run's other outputs.
+    """
+    text = json.dumps(document, indent=2, allow_nan=False) + "\n"
+    write_atomically(path, lambda tmp: tmp.write_text(text))
+    folder = estimate.folder
+    if folder is None or not (folder / MANIFEST).exists():
+        return False
+    try:
+        name = path.resolve().relative_to(folder.resolve()).as_posix()
+    except ValueError:
+        return False
+    manifest = read_manifest(folder)
+    outputs = [o for o in manifest.get("outputs", []) if not (isinstance(o, dict) and o.get("file") == name)]
+    outputs.append({"file": name, "role": "scores", "mode": document["mode"]})
+    write_manifest(folder, {**manifest, "outputs": outputs})
+    return True
+
+
+def _is_scores_document(path: Path) -> bool:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(data, dict) and data.get("kind") == "scores" and "demix_version" in data

@@ -27,6 +27,7 @@ import scipy.linalg.blas
 from demix.errors import ParameterError
 
 __all__ = [
+    "CEILING_DB",
     "PairwiseScores",
     "SourceScores",
     "amari_index",
@@ -43,6 +44,8 @@ _BLOCK = 1 << 16
 # estimate's energy; below this floor they are round-off, so scores saturate near +130 dB
 # instead of jumping between ~140 dB and +inf for a perfect estimate.
 _REL_FLOOR = 1e-13
+#: Highest score reported by ``demix eval`` (dB): what that floor gives a perfect estimate.
+CEILING_DB = float(-10.0 * np.log10(_REL_FLOOR))
 # Largest Gram matrix (n_ref * filter_length) solved: 2 GiB, 32 references at 512 taps.
 _MAX_GRAM = 16384
 
