@@ -33,22 +33,56 @@ from __future__ import annotations
 
 import math
 import warnings
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from demix import checks
 from demix.errors import ConvergenceWarning, ParameterError
 from demix.methods.jointdiag import joint_diagonalise
-from demix.methods.n_sources import SourcesSpec, whiten_sources
-from demix.methods.picard import ICAResult, finish, one_blas_thread
-from demix.types import Callback
+from demix.methods.n_sources import SourcesSpec, check_spec, whiten_sources
+from demix.methods.picard import ICAResult, finish, one_blas_thread, to_separation
+from demix.types import Callback, Separation
 
-__all__ = ["MAX_SOURCES", "cumulant_matrices", "jade"]
+__all__ = ["MAX_SOURCES", "JadeParams", "cumulant_matrices", "jade", "separate"]
 
 #: Most sources JADE separates (its cumulant set grows as n^4; see the module docstring).
 MAX_SOURCES = 16
 #: float32 values of the pair products per block (1 MiB).
 _BLOCK_VALUES = 1 << 18
+
+
+@dataclass(frozen=True)
+class JadeParams:
+    """Parameters of ``demix ica --method jade``; validated on construction (CLI terms).
+
+    ``tol`` None means ``0.01 / sqrt(n_samples)`` radians (Cardoso's choice).
+    """
+
+    sources: int | float | str | None = None
+    max_iter: int = 100
+    tol: float | None = None
+
+    def __post_init__(self) -> None:
+        check_spec(self.sources)
+        if (
+            isinstance(self.sources, int)
+            and not isinstance(self.sources, bool)
+            and self.sources > MAX_SOURCES
+        ):
+            _refuse(self.sources)
+        checks.integer("--max-iter", self.max_iter, low=1)
+        if self.tol is not None:
+            checks.number("--tol", self.tol, low=0.0, high=1.0, low_open=True)
+
+
+def separate(
+    X: np.ndarray, sample_rate: int, params: JadeParams, callback: Callback | None = None
+) -> Separation:
+    """:func:`jade` as the pipeline's runner (any sample rate)."""
+    result = jade(X, n_sources=params.sources, max_iter=params.max_iter, tol=params.tol, callback=callback)
+    return to_separation(result)
 
 
 def jade(
@@ -82,8 +116,8 @@ def jade(
     -------
     ICAResult
         ``n_iter`` Jacobi sweeps, ``final_change`` the last sweep's largest angle, ``objective``
-        the off-diagonal energy of the cumulant matrices before and after; ``facts`` hold each
-        source's ``kurtosis``; ``diagnostics`` hold ``rank`` and ``n_cumulant_matrices``.
+        the off-diagonal energy of the cumulant matrices before and after; ``diagnostics``
+        hold ``rank`` and ``n_cumulant_matrices``.
 
     Raises
     ------
@@ -115,7 +149,7 @@ def jade(
         # when that view happens to be contiguous.
         V, sweeps, angle = joint_diagonalise(np.array(C, order="C"), max_iter, angle_tol, callback)
         after = _off_diagonal(np.einsum("ji,kjl,lm->kim", V, C, V))
-        U, A, S, kurtosis = finish(white, V.T)
+        U, A, S = finish(white, V.T)
     converged = angle <= angle_tol
     if not converged:
         warnings.warn(
@@ -136,7 +170,6 @@ def jade(
         converged=bool(converged),
         final_change=float(angle),
         objective=(before, after),
-        facts=tuple({"kurtosis": float(k)} for k in kurtosis),
         diagnostics=diagnostics,
     )
 

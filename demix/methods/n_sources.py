@@ -33,7 +33,7 @@ import numpy as np
 from demix.errors import ParameterError
 from demix.methods.whitening import Whitening, whiten
 
-__all__ = ["AUTO_GAP_DB", "AUTO_TAIL", "count_sources", "parse_sources", "whiten_sources"]
+__all__ = ["AUTO_GAP_DB", "AUTO_TAIL", "check_spec", "count_sources", "parse_sources", "whiten_sources"]
 
 #: Smallest ratio (in dB of power) between the weakest kept and the strongest dropped eigenvalue.
 AUTO_GAP_DB = 10.0
@@ -143,6 +143,25 @@ def _checked_count(n: int, lam: np.ndarray, rank: int) -> int:
 
 def _db(value: float, ref: float) -> str:
     return "-inf" if value <= 0 else f"{10.0 * math.log10(value / ref):.1f}"
+
+
+def check_spec(spec: SourcesSpec) -> None:
+    """Validate ``-n/--sources`` without the data (a count >= 1, a fraction in (0, 1), auto)."""
+    if spec is None or spec == "auto":
+        return
+    if isinstance(spec, str):
+        spec = parse_sources(spec)
+        if spec == "auto":
+            return
+    if isinstance(spec, bool) or not isinstance(spec, (int, float, np.integer, np.floating)):
+        raise ParameterError(f"-n/--sources {spec!r} is invalid; expected a count, a fraction or auto")
+    if isinstance(spec, (int, np.integer)):
+        if spec < 1:
+            raise ParameterError(f"-n/--sources {spec} is invalid; expected an integer >= 1")
+    elif not 0.0 < spec < 1.0:
+        raise ParameterError(
+            f"-n/--sources {spec!r} is invalid; a fraction of explained variance must lie in (0, 1)"
+        )
 
 
 def whiten_sources(X: np.ndarray, spec: SourcesSpec) -> Whitening:

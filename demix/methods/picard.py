@@ -71,11 +71,21 @@ from typing import Any, NamedTuple, cast
 import numpy as np
 from scipy import linalg
 
+from demix import checks
 from demix.errors import ConvergenceWarning, ParameterError
 from demix.methods.whitening import Whitening, column_signs
-from demix.types import Callback, IterInfo
+from demix.types import Callback, Instantaneous, IterInfo, Separation
 
-__all__ = ["AUTO_ORTHO_SECONDS", "ICAResult", "choose_ortho", "finish", "picard"]
+__all__ = [
+    "AUTO_ORTHO_SECONDS",
+    "ICAResult",
+    "PicardParams",
+    "choose_ortho",
+    "finish",
+    "picard",
+    "separate",
+    "to_separation",
+]
 
 #: float64 values of whitened data per block of a pass (256 KiB).
 _BLOCK_VALUES = 1 << 15
@@ -110,8 +120,8 @@ class ICAResult:
         The objective after every iteration (Picard: negative log-likelihood per sample; JADE:
         off-diagonal energy of the cumulant matrices before and after).
     facts : tuple of dict
-        One JSON-serialisable dict per source, in the order of ``sources`` (``kurtosis``; for
-        Picard also ``density``, ``"super"`` or ``"sub"``).
+        One JSON-serialisable dict per source, in the order of ``sources`` (Picard: ``density``,
+        ``"super"`` or ``"sub"``; JADE: none). The pipeline adds each source's kurtosis itself.
     diagnostics : dict
         Run-level JSON-serialisable facts (``rank``, warm start, line-search failures …).
     """
@@ -127,8 +137,82 @@ class ICAResult:
     diagnostics: dict[str, Any] = field(default_factory=dict)
 
 
-def finish(white: Whitening, W: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Fold a whitened-domain unmixing ``W`` (n, n) back: unmixing, mixing, sources, kurtosis.
+def to_separation(result: ICAResult, diagnostics: dict[str, Any] | None = None) -> Separation:
+    """The pipeline's :class:`~demix.types.Separation` of an :class:`ICAResult`."""
+    return Separation(
+        sources=result.sources,
+        layout="mono",
+        model=Instantaneous(mixing=result.mixing, unmixing=result.unmixing),
+        n_iter=result.n_iter,
+        converged=result.converged,
+        final_change=result.final_change,
+        facts=result.facts,
+        diagnostics={**result.diagnostics, **(diagnostics or {})},
+    )
+
+
+@dataclass(frozen=True)
+class PicardParams:
+    """Parameters of ``demix ica --method picard``; validated on construction (CLI terms).
+
+    ``sources`` is a count, a fraction of explained variance, ``"auto"`` or None (see
+    :mod:`demix.methods.n_sources`); ``ortho`` None means ``"auto"`` (:func:`choose_ortho`);
+    ``restarts`` above 1 keeps the most non-Gaussian of that many seeds
+    (:func:`demix.methods.restarts.best_of_restarts`).
+    """
+
+    sources: int | float | str | None = None
+    ortho: bool | None = None
+    extended: bool = True
+    max_iter: int = 500
+    tol: float = 1e-7
+    seed: int = 0
+    restarts: int = 1
+
+    def __post_init__(self) -> None:
+        from demix.methods.n_sources import check_spec
+
+        check_spec(self.sources)
+        if self.ortho is not None and not isinstance(self.ortho, bool):
+            raise ParameterError(f"--ortho {self.ortho!r} is invalid; expected True, False or None (auto)")
+        if not isinstance(self.extended, bool):
+            raise ParameterError(f"--extended {self.extended!r} is invalid; expected True or False")
+        checks.integer("--max-iter", self.max_iter, low=1)
+        checks.number("--tol", self.tol, low=0.0, low_open=True)
+        checks.integer("--seed", self.seed, low=0)
+        checks.integer("--restarts", self.restarts, low=1)
+
+
+def separate(
+    X: np.ndarray, sample_rate: int, params: PicardParams, callback: Callback | None = None
+) -> Separation:
+    """:func:`picard` (with restarts when asked) as the pipeline's runner."""
+    options: dict[str, Any] = {
+        "n_sources": params.sources,
+        "ortho": "auto" if params.ortho is None else params.ortho,
+        "extended": params.extended,
+        "max_iter": params.max_iter,
+        "tol": params.tol,
+        "sample_rate": sample_rate,
+    }
+    if params.restarts == 1:
+        return to_separation(picard(X, seed=params.seed, callback=callback, **options))
+    from demix.methods.restarts import best_of_restarts
+
+    report = best_of_restarts(picard, X, restarts=params.restarts, seed=params.seed, **options)
+    return to_separation(
+        report.best,
+        {
+            "restart_seeds": list(report.seeds),
+            "restart_negentropy": list(report.negentropy),
+            "restart_best_seed": report.seeds[report.best_index],
+            "restart_spread": report.spread,
+        },
+    )
+
+
+def finish(white: Whitening, W: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Fold a whitened-domain unmixing ``W`` (n, n) back: unmixing, mixing, sources.
 
     Rows are scaled to unit-variance sources and signs fixed so that each mixing column's largest
     entry is positive; ``A = K^+ W^{-1}`` so ``U A = I`` even when ``W`` is not orthogonal.
@@ -142,10 +226,7 @@ def finish(white: Whitening, W: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.
     signs = column_signs(A)
     A *= signs
     Ws *= signs[:, None]
-    S = Ws @ Z
-    square = S * S
-    kurtosis = np.vecdot(square, square) / T - 3.0
-    return Ws @ white.whitening, A, S, kurtosis
+    return Ws @ white.whitening, A, Ws @ Z
 
 
 def picard(
@@ -202,8 +283,8 @@ def picard(
     -------
     ICAResult
         ``objective`` is the negative log-likelihood per sample, up to a constant, after every
-        iteration; ``facts`` hold each source's ``kurtosis`` and ``density`` (``"super"`` or
-        ``"sub"``); ``diagnostics`` hold ``ortho`` (the mode used), ``rank``,
+        iteration; ``facts`` hold each source's ``density`` (``"super"`` or ``"sub"``);
+        ``diagnostics`` hold ``ortho`` (the mode used), ``rank``,
         ``warm_start_samples``, ``n_iter_warm_start`` and ``line_search_failures``.
 
     Raises
@@ -243,7 +324,7 @@ def picard(
             W = solver.run(warm, W, max(tol, _WARM_TOL))
         n_warm = solver.n_iter
         W = solver.run(Z, W, tol)
-        U, A, S, kurtosis = finish(white, W)
+        U, A, S = finish(white, W)
     if not solver.converged:
         warnings.warn(
             f"Picard ({'orthogonal' if ortho else 'non-orthogonal'}) did not converge: the gradient "
@@ -252,10 +333,7 @@ def picard(
             ConvergenceWarning,
             stacklevel=2,
         )
-    facts = tuple(
-        {"kurtosis": float(k), "density": "super" if s > 0 else "sub"}
-        for k, s in zip(kurtosis, solver.signs, strict=True)
-    )
+    facts = tuple({"density": "super" if s > 0 else "sub"} for s in solver.signs)
     diagnostics: dict[str, Any] = {
         "ortho": ortho,
         "rank": white.rank,
