@@ -22,7 +22,7 @@ import numpy as np
 
 from demix.bases import SupervisedParams, separate_supervised
 from demix.errors import ParameterError
-from demix.methods import fastica, nmf_separate, sobi
+from demix.methods import fastica, jade, nmf_separate, picard, sobi
 from demix.types import Callback, Separation
 
 __all__ = ["METHODS", "MethodSpec", "method_spec"]
@@ -70,6 +70,8 @@ METHODS: dict[str, MethodSpec] = {
     spec.name: spec
     for spec in (
         MethodSpec("fastica", "ica", fastica.FastICAParams, fastica.separate, "instantaneous"),
+        MethodSpec("picard", "ica", picard.PicardParams, picard.separate, "instantaneous"),
+        MethodSpec("jade", "ica", jade.JadeParams, jade.separate, "instantaneous"),
         MethodSpec("decorr", "decorr", sobi.DecorrParams, sobi.separate, "instantaneous"),
         MethodSpec("nmf", "nmf", nmf_separate.NMFParams, nmf_separate.separate, "none"),
         MethodSpec("nmf-supervised", "nmf", SupervisedParams, separate_supervised, "none"),
