@@ -15,6 +15,7 @@ from demix.cli.ica import ica
 from demix.cli.identify import identify_app
 from demix.cli.mix import mix
 from demix.cli.nmf import nmf
+from demix.cli.report import report
 
 app = typer.Typer(
     name="demix",
@@ -31,6 +32,7 @@ app.command(no_args_is_help=True)(nmf)
 app.command(no_args_is_help=True)(decorr)
 app.command("eval", no_args_is_help=True)(evaluate)
 app.command(no_args_is_help=True)(fetch)
+app.command(no_args_is_help=True)(report)
 app.add_typer(identify_app)
 app.add_typer(bases_app)
 
