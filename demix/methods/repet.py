@@ -1,0 +1,466 @@
+r"""Vocals and accompaniment by repetition: REPET-SIM with an optional NMF refinement.
+
+The accompaniment of a song repeats (bars, riffs, choruses); the voice varies. REPET-SIM [1]_
+models each frame of the accompaniment by the median of the frames most similar to it, wherever
+they are in the song, so repetition need not be periodic:
+
+1. ``X`` ``(n_channels, n_samples)`` → STFT :math:`X_c` (:mod:`demix.spectral`) and the
+   channel-RMS magnitude :math:`V` ``(F, N)``.
+2. **Similarity.** Frames are compared with their context: :math:`\bar S_{ij} = \cos(z_i, z_j)`
+   where :math:`z_i` stacks the unit-norm spectra :math:`u_{i+t}` of :data:`_CONTEXT_TAPS`
+   offsets ``t`` spanning ±:data:`CONTEXT_S` seconds (zero outside the signal), i.e. the mean of
+   the frame cosines :math:`\cos(v_{i+t}, v_{j+t})` along the diagonal. What repeats in a song is
+   a passage, not an isolated frame, so two frames count as repetitions when their surroundings
+   match too. This keeps isolated look-alike frames of speech (the same vowel at the same pitch)
+   from passing as repetition; measured against no context: the fit of LibriSpeech readers falls
+   from 0.37-0.46 (overlapping music's 0.36-0.67) to 0.24-0.36 while music keeps 0.44-0.60, and
+   the MUSDB excerpt's accompaniment gains 0.9 dB SDR (vocals −0.2 dB). The spectra are first
+   projected on the :data:`_FEATURES` leading singular vectors of the normalised spectrogram (the
+   same SDR to ±0.03 dB as the full spectra, 30× fewer operations), and the matrix is computed in
+   float32 blocks of rows, so memory is ``O(block · N)`` and time ``O(N²)``.
+3. **Neighbours.** For frame ``i``: among frames at least ``min_distance`` seconds away whose
+   similarity is a local maximum of row ``i`` within ±:data:`PEAK_SPACING_S` (so one repetition
+   contributes one frame, as in [1]_), the ``similar_frames`` most similar.
+4. **Repeating model.** :math:`W_{:,i} = \min(\operatorname{median}_{j \in \mathcal N_i} V_{:,j},
+   V_{:,i})`, the accompaniment's magnitude; :math:`V - W` is the voice's.
+5. **Refinement** (``refine="nmf"``): KL-NMF bases are fitted to the accompaniment model and to
+   the voice residual (:func:`demix.methods.nmf.beta_nmf`), their activations refitted jointly
+   on :math:`V` with the bases fixed, and the mask of these low-rank models is averaged with the
+   REPET mask (measured on the MUSDB excerpt: +0.2 dB vocals, +0.7 dB accompaniment; NMF masks
+   alone lost vocals).
+6. **Masks.** ``soft``: :math:`M_{acc} = W / V` (REPET's ratio mask, :func:`~demix.spectral.
+   soft_masks` with power 1); ``binary``: each bin to the larger model. Below ``high_pass`` Hz
+   the voice mask is 0 (nothing there is voice). The two masks sum to one everywhere, so
+   ``vocals + accompaniment`` equals the mixture to float rounding; every channel gets the same
+   masks (stereo in, stereo out).
+
+**Fit.** ``repetition_fit`` is the share of the mixture's magnitude above ``high_pass`` that the
+repeating model explains, :math:`\sum W / \sum V`. Below :data:`MIN_FIT` the repetition model does
+not describe the input (speech alone, a solo instrument) and a ``UserWarning`` says so. Measured
+with the defaults on 2-30 s files: LibriSpeech and CMU ARCTIC speech 0.19-0.36, solo trumpet and
+a robin ≤ 0.09, songs and ensembles 0.44-0.60 (MUSDB 0.58, "fishin" 0.60, Brahms 0.45/0.52,
+Vibe Ace 0.44, Nutcracker 0.50), stationary noise 0.49-0.71 (noise repeats: it is accompaniment).
+The margin between speech and music is narrow (0.36 against 0.44).
+
+**Long inputs.** Each frame is compared with every frame up to :data:`MAX_SEARCH_S` seconds of
+audio (10 minutes); beyond that, each frame's neighbours are searched within ±half that span
+around it, so time grows linearly; ``diagnostics["search_window_s"]`` records which applied.
+
+References
+----------
+.. [1] Z. Rafii and B. Pardo, "Music/voice separation using the similarity matrix", ISMIR 2012.
+.. [2] Z. Rafii and B. Pardo, "REpeating Pattern Extraction Technique (REPET): a simple method
+   for music/voice separation", IEEE Trans. Audio, Speech, Lang. Process. 21(1), 2013.
+.. [3] C. Févotte and J. Idier, "Algorithms for nonnegative matrix factorization with the
+   β-divergence", Neural Computation 23(9), 2011.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from demix.errors import ConvergenceWarning, ParameterError
+from demix.methods.nmf import beta_nmf
+from demix.spectral import apply_masks, magnitude, soft_masks, stft
+from demix.types import Callback, IterInfo
+
+__all__ = ["CONTEXT_S", "MAX_SEARCH_S", "MIN_FIT", "PEAK_SPACING_S", "RepetResult", "repet"]
+
+NAMES = ("vocals", "accompaniment")
+CONTEXT_S = 0.5  # half-width of the diagonal context of the similarity
+_CONTEXT_TAPS = 11  # offsets averaged over that context
+_FEATURES = 32  # dimensions of the projected spectra the similarity compares
+PEAK_SPACING_S = 0.1  # neighbours are local maxima of the similarity within this distance
+MAX_SEARCH_S = 600.0  # inputs up to this long compare every frame with every frame
+MIN_FIT = 0.4  # below: the repetition model does not describe the input (warning)
+_BLOCK_ENTRIES = 1 << 22  # similarity entries per row block (16 MiB in float32)
+_MEDIAN_ENTRIES = 1 << 23  # gathered magnitudes per median block (32 MiB)
+_NETWORK_CHUNK = 1 << 16  # columns per pass of the sorting network
+_NMF_RANK = 20  # bases per source in the refinement
+
+
+@dataclass(frozen=True)
+class RepetResult:
+    """What :func:`repet` returns.
+
+    Attributes
+    ----------
+    stems : ndarray, (2, n_channels, n_samples)
+        ``vocals`` then ``accompaniment``, each as heard at every channel; they sum to the input.
+    names : tuple of str
+        ``("vocals", "accompaniment")``.
+    facts : tuple of dict
+        Per stem, JSON-serialisable: its share of the mixture's energy and the mean of its mask;
+        for the accompaniment also the similarity statistics that decided the masks.
+    diagnostics : dict
+        ``repetition_fit`` (see the module docstring), ``fits`` (bool), ``median_similarity``,
+        neighbour counts and distances, ``search_window_s`` and the STFT used.
+    n_iter : int
+        NMF iterations of the refinement (0 without it).
+    converged : bool
+        Whether every NMF fit of the refinement reached its tolerance (True without it).
+    """
+
+    stems: np.ndarray
+    names: tuple[str, ...] = NAMES
+    facts: tuple[dict[str, Any], ...] = ()
+    diagnostics: dict[str, Any] = field(default_factory=dict)
+    n_iter: int = 0
+    converged: bool = True
+
+
+# --------------------------------------------------------------------------- validation
+def _int_option(option: str, value: object, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
+        raise ParameterError(f"{option} must be an integer >= {low}, got {value!r}")
+    return int(value)
+
+
+def _float_option(option: str, value: object, low: float, high: float = math.inf) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | np.floating):
+        raise ParameterError(f"{option} must be a number, got {value!r}")
+    if not (math.isfinite(value) and low <= value < high):
+        bound = f"in [{low:g}, {high:g})" if math.isfinite(high) else f">= {low:g}"
+        raise ParameterError(f"{option} must be {bound}, got {value!r}")
+    return float(value)
+
+
+def _choice(option: str, value: object, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ParameterError(f"{option} must be one of {', '.join(choices)}, got {value!r}")
+    return str(value)
+
+
+def _check_input(X: object, sample_rate: object, n_fft: object, hop: object) -> np.ndarray:
+    _int_option("sample_rate", sample_rate, 1)
+    n_fft = _int_option("--n-fft", n_fft, 16)
+    hop = _int_option("--hop", hop, 1)
+    if hop > n_fft // 2:
+        raise ParameterError(f"--hop must be at most --n-fft // 2 = {n_fft // 2}, got {hop}")
+    arr = np.asarray(X)
+    if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
+        raise ParameterError(f"the mixture must be a real (n_channels, n_samples) array, got {arr.shape}")
+    if arr.shape[1] < n_fft:
+        raise ParameterError(
+            f"the input has {arr.shape[1]} samples, shorter than one frame (--n-fft {n_fft})"
+        )
+    if not np.all(np.isfinite(arr)):
+        raise ParameterError("the mixture contains NaN or inf samples")
+    if not np.any(arr):
+        raise ParameterError("the input is silent (all samples are zero): nothing to separate")
+    return np.asarray(arr, dtype=np.float64)
+
+
+# --------------------------------------------------------------------------- similarity
+def _context_features(V: np.ndarray, context: int) -> np.ndarray:
+    """Unit-norm context vectors ``(n_dims · n_taps, N)`` float32 whose inner products are
+    :math:`\bar S_{ij}`, the diagonal mean of frame cosines (normalised by the taps inside).
+
+    Frames are normalised, projected on the :data:`_FEATURES` leading left singular vectors of
+    the normalised spectrogram (which keeps their inner products up to the discarded energy,
+    measured at 1-3 %, and makes the similarity ``F / _FEATURES`` times cheaper), and stacked with
+    their shifts by each context offset (zero outside the signal).
+    """
+    F, N = V.shape
+    U = V.astype(np.float64) / np.maximum(np.sqrt(np.einsum("fn,fn->n", V, V)), 1e-30)
+    if F > _FEATURES:
+        _, vectors = np.linalg.eigh(U @ U.T)
+        U = vectors[:, -_FEATURES:].T @ U
+    taps = np.unique(np.round(np.linspace(-context, context, _CONTEXT_TAPS)).astype(np.int64))
+    d = U.shape[0]
+    Z = np.zeros((d * taps.size, N), dtype=np.float32)
+    for m, t in enumerate(taps):  # row block m holds frame n + t at column n
+        lo, hi = max(0, -t), min(N, N - t)
+        Z[m * d : (m + 1) * d, lo:hi] = U[:, lo + t : hi + t]
+    Z /= np.maximum(np.linalg.norm(Z, axis=0), np.finfo(np.float32).tiny)
+    return Z
+
+
+def _neighbours(
+    V: np.ndarray, k: int, min_gap: int, spacing: int, context: int, window: int, callback: Callback | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Indices ``(N, k)`` of each frame's most similar frames and their similarities (-inf: none)."""
+    N = V.shape[1]
+    Z = _context_features(V, context)
+    w = max(1, spacing)  # cells of w frames; a peak within ±spacing is its cell's maximum
+    width = min(N, window)
+    n_cells = -(-width // w)
+    k = min(k, n_cells)
+    idx = np.zeros((N, k), dtype=np.int64)
+    sims = np.full((N, k), -np.inf, dtype=np.float32)
+    block = int(np.clip(_BLOCK_ENTRIES // width, 8, N))
+    # -inf margins of `spacing` columns on the left and at least that on the right
+    buf = np.full((block, n_cells * w + 2 * spacing), -np.inf, dtype=np.float32)
+    windows = np.lib.stride_tricks.sliding_window_view(buf, 2 * spacing + 1, axis=1)
+    n_blocks = -(-N // block)
+    for b, i0 in enumerate(range(0, N, block)):
+        i1 = min(N, i0 + block)
+        n = i1 - i0
+        c0 = max(0, min(i0 - (window - n) // 2, N - width))
+        np.matmul(Z[:, i0:i1].T, Z[:, c0 : c0 + width], out=buf[:n, spacing : spacing + width])
+        cells = buf[:n, spacing : spacing + n_cells * w].reshape(n, n_cells, w)
+        local = np.argmax(cells, axis=2) + np.arange(n_cells) * w  # columns from c0
+        val = np.take_along_axis(buf[:n], local + spacing, axis=1)
+        # a neighbour is a local maximum of its row within ±spacing (Rafii & Pardo's peaks),
+        # tested before the exclusion, which would make the zone's edge a false peak
+        around = windows[np.arange(n)[:, None], local].max(axis=2)
+        val[val < around] = -np.inf
+        pos = local + c0
+        val[np.abs(pos - np.arange(i0, i1)[:, None]) < min_gap] = -np.inf
+        part = np.argpartition(-val, k - 1, axis=1)[:, :k]
+        top = np.take_along_axis(val, part, axis=1)
+        order = np.argsort(-top, axis=1, kind="stable")
+        idx[i0:i1] = np.take_along_axis(np.take_along_axis(pos, part, axis=1), order, axis=1)
+        sims[i0:i1] = np.take_along_axis(top, order, axis=1)
+        if callback is not None:
+            callback(IterInfo(iteration=b + 1, max_iter=n_blocks, change=math.nan))
+    return idx, sims
+
+
+@functools.lru_cache(maxsize=16)
+def _median_network(n: int) -> tuple[tuple[int, int], ...]:
+    """Comparators of Batcher's odd-even merge sort on ``n`` wires, pruned to the median wires.
+
+    After they run (each puts the smaller value on its first wire), wires ``(n - 1) // 2`` and
+    ``n // 2`` hold the two middle order statistics. Vectorised over millions of columns this is
+    about 7 times faster than ``np.median`` along a short axis, which partitions row by row.
+    """
+    m = 1 << max(0, (n - 1).bit_length())
+    pairs = []
+    p = 1
+    while p < m:
+        k = p
+        while k >= 1:
+            for j in range(k % p, m - k, 2 * k):
+                for i in range(min(k, m - j - k)):
+                    if (i + j) // (2 * p) == (i + j + k) // (2 * p):
+                        pairs.append((i + j, i + j + k))
+            k //= 2
+        p *= 2
+    need, kept = {(n - 1) // 2, n // 2}, []
+    for a, b in reversed(pairs):  # wires >= n carry +inf padding: their comparators do nothing
+        if b < n and (a in need or b in need):
+            kept.append((a, b))
+            need |= {a, b}
+    return tuple(reversed(kept))
+
+
+def _columnwise_median(G: np.ndarray) -> np.ndarray:
+    """Median over axis 0 of ``G`` ``(n, M)`` float32, computed in place by a sorting network."""
+    n = G.shape[0]
+    network = _median_network(n)
+    tmp = np.empty(min(G.shape[1], _NETWORK_CHUNK), dtype=G.dtype)
+    for s in range(0, G.shape[1], _NETWORK_CHUNK):  # chunks that stay in cache
+        Y = G[:, s : s + _NETWORK_CHUNK]
+        t = tmp[: Y.shape[1]]
+        for a, b in network:
+            np.minimum(Y[a], Y[b], out=t)
+            np.maximum(Y[a], Y[b], out=Y[b])
+            Y[a] = t
+    return 0.5 * (G[(n - 1) // 2] + G[n // 2])
+
+
+def _median_model(V: np.ndarray, idx: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Per frame, the median of ``V`` over its valid neighbours (they come first in ``idx``).
+
+    A frame with ``c < k`` neighbours fills its free slots with -inf and +inf in equal numbers,
+    which leaves the median unchanged; when ``k - c`` is odd the last slot is dropped (network
+    on ``k - 1`` wires). A frame with no neighbour keeps itself: all accompaniment.
+    """
+    F = V.shape[0]
+    k = idx.shape[1]
+    Vt = np.ascontiguousarray(V.T)  # frames as rows: gathering neighbours copies whole rows
+    M = Vt.copy()
+    for width in (k, k - 1):
+        if width == 0:
+            continue
+        frames = np.flatnonzero((counts > 0) & ((k - counts) % 2 == k - width))
+        step = max(1, _MEDIAN_ENTRIES // (F * width))
+        for s in range(0, frames.size, step):
+            sel = frames[s : s + step]
+            G = Vt[idx[sel, :width].T]  # (width, n_sel, F)
+            for j in range(width):  # free slots alternate -inf, +inf from the first free one
+                free = np.flatnonzero(counts[sel] <= j)
+                odd = (j - counts[sel[free]]) % 2 == 1
+                G[j, free] = np.where(odd, np.inf, -np.inf).astype(np.float32)[:, None]
+            M[sel] = _columnwise_median(G.reshape(width, -1)).reshape(sel.size, F)
+    return np.ascontiguousarray(M.T)
+
+
+# --------------------------------------------------------------------------- refinement
+def _nmf_masks(
+    V: np.ndarray, voice: np.ndarray, acc: np.ndarray, max_iter: int, tol: float, seed: int
+) -> tuple[np.ndarray, int, bool]:
+    """Voice/accompaniment masks of low-rank KL-NMF models learnt from the two REPET estimates."""
+    kw: dict[str, Any] = {"beta": 1.0, "max_iter": max_iter, "tol": tol}
+    floor = 1e-9 * float(V.mean())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        fit_acc = beta_nmf(acc + floor, _NMF_RANK, seed=seed, **kw)
+        fit_voice = beta_nmf(voice + floor, _NMF_RANK, seed=seed + 1, **kw)
+        W = np.concatenate([fit_acc.W, fit_voice.W], axis=1)
+        joint = beta_nmf(V, 2 * _NMF_RANK, W_fixed=W, seed=seed, **kw)
+    n_iter = fit_acc.n_iter + fit_voice.n_iter + joint.n_iter
+    converged = fit_acc.converged and fit_voice.converged and joint.converged
+    for w in caught:
+        if not issubclass(w.category, ConvergenceWarning):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    r = _NMF_RANK
+    models = [joint.W[:, r:] @ joint.H[r:], joint.W[:, :r] @ joint.H[:r]]
+    return soft_masks(models, power=1.0), n_iter, converged
+
+
+# --------------------------------------------------------------------------- the method
+def repet(
+    X: np.ndarray,
+    sample_rate: int,
+    *,
+    similar_frames: int = 20,
+    min_distance: float = 0.5,
+    mask: str = "soft",
+    high_pass: float = 100.0,
+    refine: str = "none",
+    n_fft: int = 2048,
+    hop: int = 512,
+    max_iter: int = 200,
+    tol: float = 1e-3,
+    seed: int = 0,
+    callback: Callback | None = None,
+) -> RepetResult:
+    """Split a song into vocals and accompaniment by REPET-SIM (module docstring: the steps).
+
+    Parameters
+    ----------
+    X : ndarray, (n_channels, n_samples)
+        The mixture; every channel gets the same masks.
+    sample_rate : int
+        In Hz.
+    similar_frames : int
+        ``k``, the most similar frames whose median models a frame's accompaniment.
+    min_distance : float
+        Seconds: a frame's neighbours are at least this far from it, so a held note is not
+        mistaken for its own repetition.
+    mask : {"soft", "binary"}
+        Ratio masks ``W / V``, or each bin to the larger model.
+    high_pass : float
+        Hz; below it the voice mask is zero (0 disables).
+    refine : {"none", "nmf"}
+        Average the REPET mask with the mask of KL-NMF models learnt from the two estimates.
+    n_fft, hop : int
+        STFT size and hop in samples (``hop <= n_fft // 2``).
+    max_iter, tol : int, float
+        Iterations and relative tolerance of each NMF fit of the refinement.
+    seed : int
+        Seed of the NMF initialisation (REPET itself is deterministic).
+    callback : callable, optional
+        Progress: :class:`~demix.types.IterInfo` per block of the similarity matrix.
+
+    Returns
+    -------
+    RepetResult
+        ``stems`` ``(2, n_channels, n_samples)`` (vocals, accompaniment), facts, diagnostics.
+
+    Warns
+    -----
+    UserWarning
+        When ``repetition_fit`` is below :data:`MIN_FIT`: the input does not repeat.
+    ConvergenceWarning
+        When an NMF fit of the refinement stops at ``max_iter``.
+    """
+    X = _check_input(X, sample_rate, n_fft, hop)
+    k = _int_option("--similar-frames", similar_frames, 1)
+    min_distance = _float_option("--min-distance", min_distance, 0.0)
+    mask = _choice("--mask", mask, ("soft", "binary"))
+    high_pass = _float_option("--high-pass", high_pass, 0.0, sample_rate / 2)
+    refine = _choice("--refine", refine, ("none", "nmf"))
+    max_iter = _int_option("--max-iter", max_iter, 1)
+    tol = _float_option("--tol", tol, 0.0)
+    seed = _int_option("--seed", seed, 0)
+
+    # float32 spectra: half the memory of a 5-minute song's (the stems are still float64 and
+    # exact in sum, and float32 rounding is far below the 24-bit output's)
+    S = stft(X.astype(np.float32), n_fft, hop)
+    V = magnitude(S).astype(np.float32)
+    frames_per_s = sample_rate / hop
+    window = max(1, round(MAX_SEARCH_S * frames_per_s))
+    idx, sims = _neighbours(
+        V,
+        k,
+        min_gap=max(1, math.ceil(min_distance * frames_per_s)),
+        spacing=round(PEAK_SPACING_S * frames_per_s),
+        context=round(CONTEXT_S * frames_per_s),
+        window=window,
+        callback=callback,
+    )
+    valid = np.isfinite(sims)
+    counts = valid.sum(axis=1)
+    W = np.minimum(_median_model(V, idx, counts), V)
+    voice = V - W
+    n_iter, converged = 0, True
+    if mask == "binary":
+        masks = np.stack([voice > W, voice <= W]).astype(np.float32)
+    else:
+        masks = soft_masks([voice, W], power=1.0).astype(np.float32)
+    if refine == "nmf":
+        nmf_masks, n_iter, converged = _nmf_masks(V, voice, W, max_iter, tol, seed)
+        masks = 0.5 * (masks + nmf_masks)
+    freqs = np.arange(V.shape[0]) * sample_rate / n_fft
+    low = freqs < high_pass
+    masks[0, low], masks[1, low] = 0.0, 1.0
+    vocals = apply_masks(S, masks[:1], n_fft, hop, X.shape[1])[0].astype(np.float64)
+    stems = np.stack([vocals, X - vocals])  # the masks sum to one: this is the accompaniment's
+
+    above = ~low
+    fit = float(W[above].sum(dtype=np.float64) / max(V[above].sum(dtype=np.float64), 1e-30))
+    if fit < MIN_FIT:
+        warnings.warn(
+            f"the repetition model does not fit this input: it explains {fit:.2f} of the "
+            f"magnitude above --high-pass {high_pass:g} Hz (songs measure 0.44-0.60, speech "
+            f"alone 0.19-0.36; below {MIN_FIT} is not a song with a repeating accompaniment), "
+            "so 'vocals' and 'accompaniment' are unlikely to mean that",
+            UserWarning,
+            stacklevel=2,
+        )
+    if not converged:
+        warnings.warn(
+            f"the NMF refinement did not converge in --max-iter {max_iter} (--tol {tol:g}); "
+            "raise --max-iter or --tol",
+            ConvergenceWarning,
+            stacklevel=2,
+        )
+    distance = np.abs(idx - np.arange(idx.shape[0])[:, None])[valid] / frames_per_s
+    median_sim = float(np.median(sims[valid])) if valid.any() else math.nan
+    energy = float(np.sum(X**2))
+    weight = V.astype(np.float64) ** 2
+    facts = []
+    for j, name in enumerate(NAMES):
+        fact: dict[str, Any] = {
+            "energy_share": float(np.sum(stems[j] ** 2) / energy),
+            "mask_mean": float(np.sum(masks[j] * weight) / np.sum(weight)),
+        }
+        if name == "accompaniment":
+            fact.update(
+                repetition_fit=fit,
+                median_similarity=median_sim,
+                median_neighbour_distance_s=float(np.median(distance)) if distance.size else math.nan,
+            )
+        facts.append(fact)
+    diagnostics: dict[str, Any] = {
+        "repetition_fit": fit,
+        "fits": fit >= MIN_FIT,
+        "min_fit": MIN_FIT,
+        "median_similarity": median_sim,
+        "mean_neighbours": float(counts.mean()),
+        "frames_without_neighbours": int(np.sum(counts == 0)),
+        "search_window_s": None if idx.shape[0] <= window else MAX_SEARCH_S,
+        "n_fft": n_fft,
+        "hop": hop,
+        "n_frames": int(V.shape[1]),
+    }
+    return RepetResult(stems, NAMES, tuple(facts), diagnostics, n_iter, converged)
