@@ -427,7 +427,7 @@ def repet(
             UserWarning,
             stacklevel=2,
         )
-    if not converged:
+    if not converged and tol > 0:
         warnings.warn(
             f"the NMF refinement did not converge in --max-iter {max_iter} (--tol {tol:g}); "
             "raise --max-iter or --tol",
