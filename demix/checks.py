@@ -9,13 +9,14 @@ another process all get the same checks and the same words.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterable
 
 import numpy as np
 
 from demix.errors import ParameterError
 
-__all__ = ["choice", "integer", "number", "optional_integer"]
+__all__ = ["audible", "choice", "format_limits", "integer", "number", "optional_integer"]
 
 
 def _is_int(value: object) -> bool:
@@ -79,3 +80,47 @@ def choice(option: str, value: object, choices: Iterable[str]) -> str:
     if value not in allowed:
         raise ParameterError(f"{option} {value!r} is unknown; expected one of {', '.join(allowed)}")
     return str(value)
+
+
+#: Channels each output container holds (libsndfile's limits: FLAC 8, WAV/WAVEX 65535 in theory,
+#: but players and demix's own tools stop far below; 1024 is far beyond any microphone array).
+FORMAT_CHANNELS = {"wav": 1024, "flac": 8, "ogg": 255, "opus": 255, "mp3": 2}
+
+
+def format_limits(fmt: str, channels: int) -> None:
+    """Refuse, before any work, outputs of ``channels`` channels that ``--format fmt`` cannot hold.
+
+    Call it with the largest channel count a run will write (the input's with ``images`` layout,
+    1 for mono sources), once the input's header is read and before separating.
+    """
+    limit = FORMAT_CHANNELS.get(fmt.lower())
+    if limit is not None and channels > limit:
+        raise ParameterError(
+            f"--format {fmt} holds at most {limit} channels, but the outputs would have {channels}; "
+            + ("use --format wav" if fmt.lower() != "wav" else "use fewer channels")
+        )
+
+
+#: One step of 24-bit PCM: quieter samples are written as zeros.
+_LSB = {"PCM_16": 2.0**-15, "PCM_24": 2.0**-23, "PCM_32": 2.0**-31, "FLOAT": 1e-37}
+
+
+def audible(name: str, data: np.ndarray, gain: float, subtype: str) -> None:
+    """Before writing ``data * gain`` as ``name``: refuse non-finite samples, warn if all-zero.
+
+    Non-finite samples are a :class:`ParameterError` (nothing is written). A file whose loudest
+    sample falls below half a step of ``subtype`` would be written as silence: a warning giving
+    the peak, the gain and the step, since the run itself may still be what was asked.
+    """
+    peak = float(np.max(np.abs(data), initial=0.0))
+    if not math.isfinite(peak) or not math.isfinite(gain):
+        raise ParameterError(
+            f"{name} would hold infinite or NaN samples (gain {gain:g}); nothing was written"
+        )
+    step = _LSB.get(subtype.upper(), 0.0)
+    if peak * gain <= step / 2:
+        warnings.warn(
+            f"{name} is silent as written: its peak {peak:.3g} × gain {gain:.3g} = {peak * gain:.3g} "
+            f"is below half a step of {subtype} ({step / 2:.3g})",
+            stacklevel=2,
+        )

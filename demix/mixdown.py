@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from demix import audio
+from demix.checks import audible
 from demix.errors import ParameterError
 from demix.jobs import WriteOptions, stage_audio
 from demix.manifest import clean, input_record, matrix, new_manifest, output_record
@@ -18,6 +19,9 @@ from demix.outputs import RunFolder, check_run_folder
 from demix.post import run_gain
 from demix.rooms import DEFAULT_MIC_SPACING, PanSpec, RoomSpec, spatial_images
 from demix.types import Signal
+
+#: Most microphones ``demix mix`` simulates (WAV holds 65535 channels; nobody needs that many).
+MAX_CHANNELS = 64
 
 
 def build_mix(
@@ -62,9 +66,10 @@ def build_mix(
     length = min(s.shape[0] for s in signals)
     if duration is not None:
         wanted = round(duration * rate)
-        if duration <= 0 or wanted > length:
+        if not np.isfinite(duration) or wanted < 1 or wanted > length:
             raise ParameterError(
-                f"--duration {duration} must be > 0 and at most the shortest source ({length / rate:.3f} s)"
+                f"--duration {duration:g} is invalid; expected at least one sample (1/{rate} s) and at "
+                f"most the shortest source ({length / rate:.3f} s)"
             )
         length = wanted
     S = np.stack([s[:length] for s in signals])
@@ -78,6 +83,11 @@ def build_mix(
         references, truth = spatial_images(S, rate, model, rng)
         X, noise = add_noise(references.sum(axis=0), snr_db=snr_db, rng=rng)
     mix_s = time.perf_counter() - tic
+    if not (np.all(np.isfinite(X)) and np.all(np.isfinite(references))):
+        raise ParameterError(
+            "the mixture would hold infinite or NaN samples; use --matrix entries of a sensible size "
+            f"(largest |entry| here {float(np.max(np.abs(model))) if isinstance(model, np.ndarray) else 0:g})"
+        )
     gain = run_gain([X, references] + ([noise] if noise is not None else []))
     files = [("mixture", "mixture", X)]
     files += [(f"references/source_{i + 1}", "reference", references[i]) for i in range(n_src)]
@@ -93,6 +103,7 @@ def build_mix(
         outputs = []
         for stem, role, data in files:
             file = f"{stem}.{options.fmt}"
+            audible(file, data, gain, options.subtype)
             stage_audio(run, file, data * gain, rate, options)
             outputs.append(output_record(file, role, data * gain))
         manifest.update(

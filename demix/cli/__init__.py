@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import sys
+from collections.abc import Sequence
+from typing import Annotated, Any
 
 import typer
+from typer._click import exceptions as click_errors  # typer vendors click
+from typer.core import TyperGroup
 
 from demix import __version__
 from demix.cli.bases import bases_app
+from demix.cli.console import Reporter, install_signal_handlers
 from demix.cli.decorr import decorr
 from demix.cli.evaluate import evaluate
 from demix.cli.fetch import fetch
@@ -15,14 +20,48 @@ from demix.cli.ica import ica
 from demix.cli.identify import identify_app
 from demix.cli.mix import mix
 from demix.cli.nmf import nmf
+from demix.cli.options import polish_help
 from demix.cli.report import report
 
+
+class _OneLineErrors(TyperGroup):
+    """The root command: usage errors (``-n 0``, ``--bogus``, an unknown command) as one
+    ``error:`` line and exit 2, like every other refusal, instead of a boxed panel; SIGTERM and
+    SIGHUP handled like Ctrl-C."""
+
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True,
+             windows_expand_args: bool = True, **extra: Any) -> Any:  # fmt: skip
+        install_signal_handlers()
+        polish_help(self)
+        try:
+            code = super().main(args, prog_name, complete_var, False, windows_expand_args, **extra)
+        except click_errors.NoArgsIsHelpError as exc:  # a bare command: its help, as before
+            typer.echo(exc.ctx.get_help())
+            code = 2
+        except click_errors.UsageError as exc:
+            hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+            Reporter().error(" ".join(exc.format_message().split()) + hint)
+            code = exc.exit_code
+        except click_errors.ClickException as exc:
+            Reporter().error(" ".join(exc.format_message().split()))
+            code = exc.exit_code
+        except typer.Abort:
+            Reporter().error("interrupted")
+            code = 130
+        code = code if isinstance(code, int) else 0
+        if not standalone_mode:
+            return code
+        sys.exit(code)
+
+
 app = typer.Typer(
+    cls=_OneLineErrors,
     name="demix",
     help="Classical blind audio source separation: mix, separate (ICA, NMF, second-order), evaluate, "
     "identify the sources.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -55,4 +94,4 @@ def _root(
 
 def main() -> None:
     """Console-script entry point."""
-    app()
+    app(prog_name="demix")

@@ -1,14 +1,18 @@
 """What the CLI shows: one error line, warnings, progress bars and result tables.
 
 stdout carries results (a table, or only JSON with ``--json``); stderr carries everything else.
-Exceptions are translated here, once: :class:`DemixError` becomes one red line and its exit code.
+Exceptions are translated here, once: :class:`DemixError` becomes one red line and its exit code,
+a refusal by the machine (disk full, permission denied) exit 5 with the OS's reason, SIGINT,
+SIGTERM and SIGHUP exit 128 + the signal's number after the same clean-up as Ctrl-C.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import signal
 import sys
+import threading
 import traceback
 import warnings
 from collections.abc import Callable, Iterator
@@ -21,6 +25,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from demix import outputs
 from demix.errors import DemixError
 from demix.types import Callback, IterInfo
 
@@ -29,6 +34,32 @@ R = TypeVar("R")
 
 EXIT_NOT_CONVERGED = 3
 EXIT_BATCH_FAILED = 4
+EXIT_ENVIRONMENT = 5
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised where Python is so that the same clean-up as Ctrl-C runs."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated(signum)
+
+
+def install_signal_handlers() -> None:
+    """Handle SIGTERM (batch systems, ``timeout``) and SIGHUP (a closed terminal) like Ctrl-C.
+
+    Only from the main thread, where Python delivers signals; signals a parent chose to ignore
+    (``nohup``) stay ignored.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(signum) is not signal.SIG_IGN:
+            signal.signal(signum, _terminate)
 
 
 @dataclass(frozen=True)
@@ -41,7 +72,8 @@ class Reporter:
 
     @functools.cached_property
     def err(self) -> Console:
-        return Console(stderr=True, highlight=False)
+        # soft_wrap: a warning is one line in a log, whatever its length (never cut at 80 columns)
+        return Console(stderr=True, highlight=False, soft_wrap=True)
 
     @functools.cached_property
     def out(self) -> Console:
@@ -54,8 +86,14 @@ class Reporter:
             self.err.print(f"[dim]{escape(message)}[/dim]")
 
     def warn(self, message: str) -> None:
-        if not self.quiet:
-            self.err.print(f"[yellow]warning:[/yellow] {escape(message)}")
+        """A warning: always on stderr, ``--quiet`` included (it silences progress and notes)."""
+        self.err.print(f"[yellow]warning:[/yellow] {escape(message)}")
+
+    def timings(self, timings: dict[str, float], *, label: str = "") -> None:
+        """Per-stage timings (``load_s``, ``separate_s``, …), shown with ``--verbose``."""
+        if timings:
+            stages = ", ".join(f"{key.removesuffix('_s')} {value:.3f} s" for key, value in timings.items())
+            self.info(f"{label}{': ' if label else ''}timings: {stages}")
 
     def error(self, message: str) -> None:
         self.err.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
@@ -65,7 +103,8 @@ class Reporter:
 
     @property
     def shows_tables(self) -> bool:
-        return not (self.json_mode or self.quiet)
+        """Results go to stdout unless ``--json`` replaces them (``--quiet`` keeps them)."""
+        return not self.json_mode
 
     @contextmanager
     def progress(self, label: str) -> Iterator[Callable[[str], Callback]]:
@@ -100,8 +139,10 @@ class Reporter:
 def translated_errors(reporter: Reporter) -> Iterator[None]:
     """Translate exceptions once: DemixError → its exit code, anything else → exit 1.
 
-    Warnings not recorded elsewhere become ``warning:`` lines (none with ``--quiet``). A traceback
-    is printed only with ``--verbose``.
+    Warnings not recorded elsewhere become ``warning:`` lines. OSErrors that are the machine's
+    (disk full, permission denied) and MemoryError exit 5 with the OS's reason; Ctrl-C, SIGTERM and
+    SIGHUP exit 128 + the signal number. Exception class names and tracebacks only with ``--verbose``.
+    The output-folder locks this command took are given back when it ends.
     """
     try:
         with warnings.catch_warnings(record=True) as caught:
@@ -118,14 +159,37 @@ def translated_errors(reporter: Reporter) -> Iterator[None]:
             traceback.print_exc()
         reporter.error(str(exc))
         raise typer.Exit(exc.exit_code) from None
-    except KeyboardInterrupt:
-        reporter.error("interrupted")
-        raise typer.Exit(130) from None
+    except KeyboardInterrupt as exc:
+        signum = exc.signum if isinstance(exc, Terminated) else signal.SIGINT
+        reporter.error(
+            "interrupted" if signum == signal.SIGINT else f"terminated ({signal.Signals(signum).name})"
+        )
+        raise typer.Exit(128 + signum) from None
+    except MemoryError:
+        if reporter.verbose:
+            traceback.print_exc()
+        reporter.error("out of memory; try a shorter input, fewer channels or smaller options")
+        raise typer.Exit(EXIT_ENVIRONMENT) from None
+    except OSError as exc:
+        if reporter.verbose:
+            traceback.print_exc()
+        if exc.errno not in outputs.ENVIRONMENT_ERRNOS:
+            _internal(reporter, exc)
+        where = exc.filename if exc.filename is not None else "a file"
+        reporter.error(f"cannot access {where}: {exc.strerror or exc}")
+        raise typer.Exit(EXIT_ENVIRONMENT) from None
     except Exception as exc:
         if reporter.verbose:
             traceback.print_exc()
-        reporter.error(f"internal error: {type(exc).__name__}: {exc} (run with -v for details)")
-        raise typer.Exit(1) from None
+        _internal(reporter, exc)
+    finally:
+        outputs.release_all()
+
+
+def _internal(reporter: Reporter, exc: BaseException) -> None:
+    name = f"{type(exc).__name__}: " if reporter.verbose else ""
+    reporter.error(f"internal error (a bug: please report it with the -v traceback): {name}{exc}")
+    raise typer.Exit(1) from None
 
 
 def handle_errors() -> Callable[[Callable[P, R]], Callable[P, R]]:

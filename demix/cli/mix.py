@@ -11,7 +11,7 @@ from demix.cli import options as opt
 from demix.cli.console import Reporter, handle_errors
 from demix.inputs import expand_inputs
 from demix.jobs import WriteOptions
-from demix.mixdown import build_mix, spatial_spec
+from demix.mixdown import MAX_CHANNELS, build_mix, spatial_spec
 from demix.mixing import parse_matrix
 
 
@@ -22,13 +22,18 @@ def mix(
     matrix: Annotated[
         str | None,
         typer.Option(
-            "--matrix", help="Rows are microphones: '0.9,0.5;0.4,0.8', or a JSON file {\"mixing\": …}."
+            "--matrix",
+            help="Rows are microphones: '0.9,0.5;0.4,0.8', or a JSON file {\"mixing\": …}.",
+            show_default="a random matrix from --seed",
         ),
     ] = None,
     channels: Annotated[
         int | None,
         typer.Option(
-            "--channels", min=1, help="Microphones (random matrix or --room array) [default: sources]."
+            "--channels",
+            min=1,
+            max=MAX_CHANNELS,
+            help="Microphones (random matrix or --room array) [default: one per source].",
         ),
     ] = None,
     room: Annotated[
@@ -38,11 +43,21 @@ def mix(
         ),
     ] = None,
     rt60: Annotated[
-        float | None, typer.Option("--rt60", help="Room reverberation time in seconds (with --room).")
+        float | None,
+        typer.Option(
+            "--rt60",
+            callback=opt.finite,
+            help="Room reverberation time in seconds (with --room).",
+            show_default="none: needed with --room",
+        ),
     ] = None,
     mic_spacing: Annotated[
         float | None,
-        typer.Option("--mic-spacing", help="Metres between microphones of the linear array [default: 0.05]."),
+        typer.Option(
+            "--mic-spacing",
+            callback=opt.finite,
+            help="Metres between microphones of the linear array [default: 0.05].",
+        ),
     ] = None,
     array_centre: Annotated[
         str | None,
@@ -52,31 +67,55 @@ def mix(
         str | None, typer.Option("--positions", help="Source positions 'x,y,z;x,y,z' [default: seeded].")
     ] = None,
     distances: Annotated[
-        str | None, typer.Option("--distances", help="Source distances from the array centre, metres.")
+        str | None,
+        typer.Option(
+            "--distances", help="Source distances from the array centre, metres.", show_default="seeded"
+        ),
     ] = None,
     azimuths: Annotated[
         str | None,
-        typer.Option("--azimuths", help="Source azimuths in degrees from the array axis (+x) towards +y."),
+        typer.Option(
+            "--azimuths",
+            help="Source azimuths in degrees from the array axis (+x) towards +y.",
+            show_default="seeded",
+        ),
     ] = None,
     pan: Annotated[
         str | None,
         typer.Option(
-            "--pan", help="Anechoic stereo: one angle per source, 0 = channel 0 only, 90 = channel 1."
+            "--pan",
+            help="Anechoic stereo: one angle per source, 0 = channel 0 only, 90 = channel 1.",
+            show_default="none: an instantaneous mix",
         ),
     ] = None,
     delays: Annotated[
         str | None,
         typer.Option(
-            "--delays", help="With --pan: samples by which channel 1 hears each source after channel 0."
+            "--delays",
+            help="With --pan: samples by which channel 1 hears each source after channel 0.",
+            show_default="0 for every source",
         ),
     ] = None,
     seed: opt.Seed = 0,
     sr: opt.SampleRate = None,
     snr: Annotated[
-        float | None, typer.Option("--snr", help="Add white noise this many dB below each channel.")
+        float | None,
+        typer.Option(
+            "--snr",
+            min=-60.0,
+            max=300.0,
+            callback=opt.finite,
+            help="Add white noise this many dB below each channel.",
+            show_default="no noise",
+        ),
     ] = None,
     duration: Annotated[
-        float | None, typer.Option("--duration", help="Seconds to keep [default: the shortest source].")
+        float | None,
+        typer.Option(
+            "--duration",
+            callback=opt.finite,
+            help="Seconds to keep [default: the shortest source].",
+        ),
     ] = None,
     fmt: opt.Format = "wav",
     subtype: opt.Subtype = opt.DEFAULT_SUBTYPE,
@@ -140,6 +179,7 @@ def mix(
         params=params,
         spatial=spatial,
     )
+    reporter.timings(manifest.get("timings", {}))
     if reporter.json_mode:
         reporter.emit_json(manifest)
     elif reporter.shows_tables:
