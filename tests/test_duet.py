@@ -87,9 +87,21 @@ def test_auto_finds_two_sources() -> None:
     assert np.min(_sdr(images, result)) >= 15.0  # measured 33-41 dB
 
 
+def test_auto_finds_quiet_sources_and_skips_overlap_humps() -> None:
+    """Sources 6 and 12 dB down still make sharp peaks; the humps between sources do not count.
+
+    Measured contrast: the -12 dB source 5.1 dB, overlap humps at most 3.7 dB (threshold 4.2).
+    """
+    gains = 10.0 ** (np.array([0.0, -6.0, -12.0]) / 20.0)
+    images = pan_images(_speakers(3) * gains[:, None], [25, 45, 65], [2, 0, -3])
+    result = duet(images.sum(axis=0), RATE)
+    np.testing.assert_allclose([s["pan_deg"] for s in result.sources], [25, 45, 65], atol=2.0)
+    assert np.min(_sdr(images, result)) >= 6.0  # measured 22, 11, 10 dB on 6 s
+
+
 def test_hard_panned_sources_at_the_ends() -> None:
     """0° and 90° (one channel only) are peaks too, and their delay is irrelevant."""
-    images = pan_images(_speakers(3, 3.0), [0, 45, 90])
+    images = pan_images(_speakers(3, 2.0), [0, 45, 90])
     result = duet(images.sum(axis=0), RATE, n_sources=3)
     np.testing.assert_allclose([s["pan_deg"] for s in result.sources], [0, 45, 90], atol=1.0)
     # The 90° source is silent at channel 0, so score the other two there (measured 15 and 12 dB).
@@ -131,17 +143,29 @@ def test_refinement_and_wiener_output_beat_plain_duet_masks(three_delayed) -> No
 
 
 def test_ica_is_the_better_choice_for_a_determined_instantaneous_mixture() -> None:
-    """Two sources, two channels, no delay: ICA inverts the mixing exactly, masks cannot."""
+    """Two sources, two channels, no delay: ICA inverts the mixing, whatever the sources.
+
+    On speech duet's Wiener output is a per-bin inversion too and comes close (measured on 3 s:
+    ICA 35/52 dB, duet 42/34 dB; its soft masks about 15/7 dB), at 25-120x ICA's time; on
+    sources that are not sparse in time-frequency (Laplacian noise: every bin holds both) the
+    pan histogram has no peaks to find and duet fails (8/2 dB) where ICA still gets 40 dB.
+    """
     from demix.methods.fastica import fastica
 
-    images = pan_images(_speakers(2, 3.0), [20, 70])
-    X = images.sum(axis=0)
-    ica = bss_eval_sources(images[:, 0], fastica(X).sources).sdr
-    tf = bss_eval_sources(images[:, 0], duet(X, RATE, n_sources=2).images[:, 0]).sdr
-    soft = bss_eval_sources(images[:, 0], duet(X, RATE, n_sources=2, mask="soft").images[:, 0]).sdr
-    # Measured: ICA 35/52 dB, duet's Wiener output 42/34 dB, its soft masks about 15/7 dB.
-    assert np.mean(ica) > np.mean(tf) + 2.0, (ica, tf)
-    assert np.mean(ica) > np.mean(soft) + 15.0, (ica, soft)
+    speech = pan_images(_speakers(2, 3.0), [20, 70])
+    noise = pan_images(0.1 * np.random.default_rng(0).laplace(size=(2, 2 * RATE)), [20, 70])
+    ica_means = []
+    for images, duet_ceiling in ((speech, None), (noise, 15.0)):
+        X = images.sum(axis=0)
+        ica = bss_eval_sources(images[:, 0], fastica(X).sources).sdr
+        tf = bss_eval_sources(images[:, 0], duet(X, RATE, n_sources=2).images[:, 0]).sdr
+        assert np.min(ica) >= 30.0, ica
+        assert np.mean(ica) >= np.mean(tf) - 3.0, (ica, tf)
+        if duet_ceiling is not None:
+            assert np.mean(tf) <= duet_ceiling, tf
+        ica_means.append(np.mean(ica))
+    soft = duet(speech.sum(axis=0), RATE, n_sources=2, mask="soft").images[:, 0]
+    assert np.mean(bss_eval_sources(speech[:, 0], soft).sdr) <= ica_means[0] - 15.0
 
 
 def test_callback_reports_every_iteration() -> None:
@@ -157,7 +181,7 @@ def test_more_sources_than_peaks_are_spread_in_pan() -> None:
     result = duet(images.sum(axis=0), RATE, n_sources=4, max_iter=0)
     pans = np.sort([s["pan_deg"] for s in result.sources])
     assert len(pans) == 4 and np.min(np.diff(pans)) >= 4.0, pans
-    np.testing.assert_allclose(pans[[0, -1]], [30, 60], atol=1.0)
+    assert np.min(np.abs(pans - 30)) <= 1.0 and np.min(np.abs(pans - 60)) <= 1.0, pans
 
 
 # --------------------------------------------------------------------------- validation

@@ -47,6 +47,10 @@ DELAY_STEP = 0.125
 PAN_SMOOTH_DEG = 1.0
 # Closest two sources may be in pan and still be told apart by the histogram, in degrees.
 MIN_PAN_SEP_DEG = 4.0
+# Floor of the histogram in dB below its highest point when measuring peak contrast: a source 30 dB
+# below the loudest is not separable by masking anyway, and the floor keeps empty pans from making
+# deep valleys around stray bins.
+FLOOR_DB = -30.0
 
 
 @dataclass(frozen=True)
@@ -179,33 +183,39 @@ class Peaks:
 
     Attributes
     ----------
-    pans_deg, delays, heights, prominences : ndarray, (n,)
-        Each peak's pan, the delay of highest coherence at that pan, its height in the pan
-        histogram and its prominence (height above the higher of the two valleys that separate it
-        from higher peaks, as :func:`scipy.signal.peak_prominences` defines it).
+    pans_deg, delays, heights : ndarray, (n,)
+        Each peak's pan, the delay of highest coherence at that pan, and its height in the pan
+        histogram (share of the mixture's energy per pan bin).
+    contrast_db : ndarray, (n,)
+        How far the peak stands above the higher of the two valleys that separate it from higher
+        peaks (its topographic prominence, :func:`scipy.signal.peak_prominences`) on the
+        histogram in dB, floored at :data:`FLOOR_DB` below the highest peak; the highest peak
+        gets ``-FLOOR_DB``. A source makes a sharp peak; bins where two sources overlap spread
+        between their pans and make low humps.
     """
 
     pans_deg: np.ndarray
     delays: np.ndarray
     heights: np.ndarray
-    prominences: np.ndarray
+    contrast_db: np.ndarray
 
 
 def find_peaks(hist: PanDelayHistogram, *, min_pan_sep_deg: float = MIN_PAN_SEP_DEG) -> Peaks:
     """Every peak of the pan histogram at least ``min_pan_sep_deg`` from a higher one."""
     from scipy.signal import find_peaks as scipy_peaks
+    from scipy.signal import peak_prominences
 
     # Zero padding at both ends lets a source panned hard left or right (0° or 90°) be a peak.
     padded = np.concatenate([[0.0], hist.pan_energy, [0.0]])
-    idx, props = scipy_peaks(padded, distance=max(1, round(min_pan_sep_deg / PAN_STEP_DEG)), prominence=0.0)
+    top = max(float(padded.max()), np.finfo(np.float64).tiny)
+    level_db = 10.0 * np.log10(np.maximum(padded, top * 10.0 ** (FLOOR_DB / 10.0)))
+    idx, _ = scipy_peaks(level_db, distance=max(1, round(min_pan_sep_deg / PAN_STEP_DEG)))
+    contrast = peak_prominences(level_db, idx)[0] if len(idx) else np.zeros(0)
     idx = idx - 1
     heights = hist.pan_energy[idx]
     order = np.argsort(-heights, kind="stable")
     idx = idx[order]
     delays = hist.delays[np.argmax(hist.coherence[idx], axis=1)]
     return Peaks(
-        pans_deg=hist.pans_deg[idx],
-        delays=delays,
-        heights=heights[order],
-        prominences=np.asarray(props["prominences"])[order],
+        pans_deg=hist.pans_deg[idx], delays=delays, heights=heights[order], contrast_db=contrast[order]
     )
