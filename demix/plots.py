@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import scipy.fft
 
 from demix.errors import ParameterError
 
@@ -30,11 +31,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_TOP_DB",
+    "FigureFile",
     "Overview",
     "convergence_png",
     "db_range",
     "overview",
     "panel_count",
+    "run_figures",
     "scores_png",
     "signals_png",
 ]
@@ -108,7 +111,8 @@ def overview(
     sample_rate : int, optional
         Needed for arrays; a file's own rate is used (never resampled).
     n_fft, hop : int, optional
-        STFT frame and hop; default :func:`default_n_fft` and a quarter of it.
+        STFT frame and hop; default :func:`default_n_fft` and a quarter of it (half of it when
+        more than four frames would be pooled into a column).
     max_columns : int
         Most time columns: consecutive frames are pooled (mean power) to stay within it.
     """
@@ -116,7 +120,10 @@ def overview(
         raise ParameterError(f"max_columns must be ≥ 1, got {max_columns}")
     read, n_samples, n_channels, rate, label = _reader(source, sample_rate)
     n_fft = n_fft or default_n_fft(rate)
-    hop = hop or n_fft // 4
+    if hop is None:
+        # 75 % overlap; 50 % once several frames are pooled per column anyway: half the FFTs,
+        # and every sample still lies in two frames.
+        hop = n_fft // 4 if 1 + n_samples // (n_fft // 4) <= 4 * max_columns else n_fft // 2
     n_frames = 1 + n_samples // hop  # centred frames, as demix.spectral.stft
     pool = -(-n_frames // max_columns)
     n_columns = -(-n_frames // pool)
@@ -131,8 +138,10 @@ def overview(
         start = first * hop - half
         buf = read(start, start + (k - 1) * hop + n_fft)  # (C, ...) zero-padded outside the signal
         frames = np.lib.stride_tricks.sliding_window_view(buf, n_fft, axis=-1)[:, ::hop][:, :k]
-        spec = np.fft.rfft(frames * window, axis=-1)
-        p = (spec.real**2 + spec.imag**2).mean(axis=0, dtype=np.float64).T  # (F, k)
+        spec = scipy.fft.rfft(frames * window, axis=-1, overwrite_x=True)  # float32 in, complex64 out
+        p = np.square(spec.real)
+        p += np.square(spec.imag)
+        p = p.sum(axis=0).T / np.float32(buf.shape[0])  # (F, k): mean power over channels
         col = first // pool
         starts = np.arange(0, k, pool)
         counts = np.minimum(pool, k - starts)
@@ -377,6 +386,58 @@ def scores_png(
     ax.grid(axis="x", alpha=0.3)
     ax.legend(loc="best", fontsize=8)
     return _png(fig, 1, dpi)
+
+
+@dataclass(frozen=True)
+class FigureFile:
+    """A picture for a run folder: its file name, PNG bytes, panel count and what it shows."""
+
+    file: str
+    png: bytes
+    panels: int
+    shows: str
+
+    def record(self) -> dict[str, Any]:
+        """Its manifest entry (the bytes stay out)."""
+        return {"file": self.file, "role": "figure", "panels": self.panels, "shows": self.shows}
+
+
+def run_figures(
+    mixture: np.ndarray,
+    sources: Sequence[np.ndarray],
+    names: Sequence[str],
+    sample_rate: int,
+    history: dict[str, Any] | None = None,
+    *,
+    title: str = "",
+) -> list[FigureFile]:
+    """The pictures ``--plot`` writes into a run folder.
+
+    ``spectrograms.png``: the mixture and every source (``(n_samples,)``, ``(n_channels,
+    n_samples)``), one panel each on one colour scale; ``convergence.png`` when ``history``
+    (:meth:`demix.history.History.record`) holds any change.
+    """
+    overviews = [overview(mixture, sample_rate, name="mixture")]
+    overviews += [overview(s, sample_rate, name=n) for s, n in zip(sources, names, strict=True)]
+    figures = [
+        FigureFile(
+            "spectrograms.png",
+            signals_png(overviews),
+            len(overviews),
+            "waveform and log-frequency spectrogram of the mixture and each source, one dB scale",
+        )
+    ]
+    if history and any(v is not None for v in history.get("change", [])):
+        panels = 2 if history.get("objective") is not None else 1
+        figures.append(
+            FigureFile(
+                "convergence.png",
+                convergence_png(history, title=title),
+                panels,
+                "change per iteration" + (" and objective" if panels == 2 else ""),
+            )
+        )
+    return figures
 
 
 def panel_count(png: bytes) -> int | None:
