@@ -440,15 +440,32 @@ class _Stats(NamedTuple):
     yy: np.ndarray  # (n, n) E{y y^T}
 
 
-def _statistics(W: np.ndarray, Z: np.ndarray, cov: np.ndarray) -> _Stats:
-    """All statistics Picard needs at ``W``, in one blocked pass over ``Z`` (n, T)."""
+class _Data(NamedTuple):
+    """Whitened samples in float64 (for the float64 sums) and float32 (for ``y = W z``)."""
+
+    Z: np.ndarray
+    Z32: np.ndarray
+    cov: np.ndarray  # Z Z^T / T
+
+    @classmethod
+    def of(cls, Z: np.ndarray) -> _Data:
+        return cls(Z, Z.astype(np.float32), (Z @ Z.T) / Z.shape[1])
+
+
+def _statistics(W: np.ndarray, data: _Data, diagonal: bool) -> _Stats:
+    """All statistics Picard needs at ``W``, in one blocked pass over the data.
+
+    ``diagonal``: also ``E{tanh^2(y) y^2}`` (the exact diagonal of the non-orthogonal Hessian).
+    """
+    Z, Z32 = data.Z, data.Z32
     n, T = Z.shape
     size = max(64, _BLOCK_VALUES // n)
     k0 = min(T, size)
-    y64 = np.empty((n, k0))
+    W32 = W.astype(np.float32)
     y32 = np.empty((n, k0), dtype=np.float32)
     t32 = np.empty_like(y32)
     a32 = np.empty_like(y32)
+    buf64 = np.empty((n, k0))
     ones = np.ones(k0)
     lc_sum = np.zeros(n)
     tsq = np.zeros(n)
@@ -457,28 +474,29 @@ def _statistics(W: np.ndarray, Z: np.ndarray, cov: np.ndarray) -> _Stats:
     for a in range(0, T, size):
         zb = Z[:, a : a + size]
         k = zb.shape[1]
-        yb, tb, ab, y64b = y32[:, :k], t32[:, :k], a32[:, :k], y64[:, :k]
-        np.matmul(W, zb, out=y64b)
-        yb[...] = y64b
+        yb, tb, ab, b64 = y32[:, :k], t32[:, :k], a32[:, :k], buf64[:, :k]
+        # y in float32 straight from float32 data: its rounding is that of casting float64's y.
+        np.matmul(W32, Z32[:, a : a + k], out=yb)
         np.tanh(yb, out=tb)
         # log cosh y = |y| - log(1 + |tanh y|) + log 2: one transcendental besides tanh.
         np.abs(tb, out=ab)
         ab += 1.0
         np.log(ab, out=ab)
         np.subtract(np.abs(yb, out=yb), ab, out=ab)
-        y64b[...] = ab
-        lc_sum += np.vecdot(y64b, ones[:k])  # summed in float64
+        b64[...] = ab
+        lc_sum += np.vecdot(b64, ones[:k])  # summed in float64
         tsq += np.vecdot(tb, tb)
-        np.multiply(tb, yb, out=ab)  # |y| tanh|y| = y tanh y
-        tysq += np.vecdot(ab, ab)
-        y64b[...] = tb
-        tz += _cross(y64b, zb)
+        if diagonal:
+            np.multiply(tb, yb, out=ab)  # tanh(y) |y|, squared below
+            tysq += np.vecdot(ab, ab)
+        b64[...] = tb
+        tz += _cross(b64, zb)
     return _Stats(
         logcosh=lc_sum / T + _LOG2,
         tanh_sq=tsq / T,
         tanh_y=(tz / T) @ W.T,
         tanh_y_sq=tysq / T,
-        yy=W @ cov @ W.T,
+        yy=W @ data.cov @ W.T,
     )
 
 
@@ -523,8 +541,8 @@ class _Solver:
         self.history: list[float] = []
 
     # The loss and its gradient at W for the current densities (signs).
-    def _point(self, W: np.ndarray, Z: np.ndarray, cov: np.ndarray, stats: _Stats | None = None) -> _Point:
-        st = _statistics(W, Z, cov) if stats is None else stats
+    def _point(self, W: np.ndarray, data: _Data, stats: _Stats | None = None) -> _Point:
+        st = _statistics(W, data, not self.ortho) if stats is None else stats
         sub = self.signs < 0
         var = np.diag(st.yy)
         loss = float(np.sum(np.where(sub, 0.5 * var - st.logcosh, st.logcosh)))
@@ -590,12 +608,10 @@ class _Solver:
         step = np.eye(n) + alpha * D
         return step @ W, D @ np.linalg.inv(step)
 
-    def _line_search(
-        self, pt: _Point, D: np.ndarray, Z: np.ndarray, cov: np.ndarray
-    ) -> tuple[_Point, np.ndarray] | None:
+    def _line_search(self, pt: _Point, D: np.ndarray, data: _Data) -> tuple[_Point, np.ndarray] | None:
         """Backtracking from the full step; the accepted point and the step taken, or None."""
         slope0 = float(np.sum(pt.G * D))
-        noise = 16.0 * _EPS32 * (1.0 + abs(pt.loss)) / math.sqrt(Z.shape[1])
+        noise = 16.0 * _EPS32 * (1.0 + abs(pt.loss)) / math.sqrt(data.Z.shape[1])
         alpha = 1.0
         for _ in range(self.ls_tries):
             with np.errstate(all="ignore"):
@@ -603,7 +619,7 @@ class _Solver:
                 if not np.all(np.isfinite(W_new)) or abs(np.linalg.det(W_new)) == 0:
                     alpha /= 2
                     continue
-                new = self._point(W_new, Z, cov)
+                new = self._point(W_new, data)
             if math.isfinite(new.loss):
                 if new.loss < pt.loss:
                     return new, alpha * D
@@ -615,10 +631,10 @@ class _Solver:
 
     def run(self, Z: np.ndarray, W: np.ndarray, tol: float) -> np.ndarray:
         """Iterate on ``Z`` from ``W`` until the gradient norm is below ``tol`` or ``max_iter``."""
-        cov = (Z @ Z.T) / Z.shape[1]
-        stats = _statistics(W, Z, cov)
+        data = _Data.of(Z)
+        stats = _statistics(W, data, not self.ortho)
         self._choose_signs(stats)
-        pt = self._point(W, Z, cov, stats)
+        pt = self._point(W, data, stats)
         self.converged = False
         while True:
             self.gradient_norm = float(np.max(np.abs(pt.G)))
@@ -628,11 +644,11 @@ class _Solver:
             if self.n_iter >= self.max_iter:
                 break
             D = self._direction(pt)
-            found = self._line_search(pt, D, Z, cov)
+            found = self._line_search(pt, D, data)
             if found is None:  # the quasi-Newton direction failed: plain gradient, memory emptied
                 self.failures += 1
                 self.memory.clear()
-                found = self._line_search(pt, -pt.G, Z, cov)
+                found = self._line_search(pt, -pt.G, data)
                 if found is None:
                     break
             new, s = found
@@ -643,7 +659,7 @@ class _Solver:
             pt = new
             if self._choose_signs(pt.stats):
                 self.memory.clear()
-                pt = self._point(pt.W, Z, cov, pt.stats)
+                pt = self._point(pt.W, data, pt.stats)
             self.n_iter += 1
             self.history.append(pt.loss)
             if self.callback is not None:
