@@ -14,6 +14,7 @@ from demix import __version__
 from demix.cli.bases import bases_app
 from demix.cli.console import Reporter, install_signal_handlers
 from demix.cli.decorr import decorr
+from demix.cli.duet import duet
 from demix.cli.evaluate import evaluate
 from demix.cli.fetch import fetch
 from demix.cli.ica import ica
@@ -69,6 +70,7 @@ app.command(no_args_is_help=True)(mix)
 app.command(no_args_is_help=True)(ica)
 app.command(no_args_is_help=True)(nmf)
 app.command(no_args_is_help=True)(decorr)
+app.command(no_args_is_help=True)(duet)
 app.command("eval", no_args_is_help=True)(evaluate)
 app.command(no_args_is_help=True)(fetch)
 app.command(no_args_is_help=True)(report)
