@@ -462,6 +462,11 @@ def _score_v4(
 ) -> _Result:
     """museval's BSS Eval v4 of the matched images, framewise, median per target."""
     rate = reference.sample_rate
+    if ((reference.manifest or {}).get("truth") or {}).get("references_are") == "sources":
+        notes.append(
+            "these references are the dry sources of an instantaneous mix, not their images at the "
+            "microphones: v4's SDR and ISR count any gain as distortion (v3 allows it)"
+        )
     n_chan = max(item.data.shape[0] for item in reference.items)
     lengths = {item.data.shape[1] for item in reference.items}
     n = min(lengths)
@@ -509,11 +514,12 @@ def _fit(item: Item, n_chan: int, n: int, role: str, notes: list[str], ref_chann
     references, a multichannel signal is scored on ``ref_channel``.
     """
     data = item.data
+    who = "the mixture" if role == "mixture" else f"{role} {item.name}"
     if n_chan == 1 and data.shape[0] > 1:
-        notes.append(f"the references are mono: {role} {item.name} is scored on --ref-channel {ref_channel}")
+        notes.append(f"the references are mono: {who} is scored on --ref-channel {ref_channel}")
         data = _channel(item, ref_channel)[None, :]
     elif data.shape[0] == 1 and n_chan > 1:
-        notes.append(f"{role} {item.name} is mono: scored as the same signal on all {n_chan} channels")
+        notes.append(f"{who} is mono: scored as the same signal on all {n_chan} channels")
         data = np.repeat(data, n_chan, axis=0)
     elif data.shape[0] != n_chan:
         raise ParameterError(
@@ -522,7 +528,7 @@ def _fit(item: Item, n_chan: int, n: int, role: str, notes: list[str], ref_chann
         )
     if data.shape[1] != n:
         action = "cut" if data.shape[1] > n else "zero-padded"
-        notes.append(f"{role} {item.name} ({data.shape[1]} samples) {action} to the references' {n}")
+        notes.append(f"{who} ({data.shape[1]} samples) {action} to the references' {n}")
         fitted = np.zeros((n_chan, n))
         fitted[:, : min(n, data.shape[1])] = data[:, :n]
         data = fitted
@@ -676,38 +682,47 @@ def _amari(reference: dict[str, Any] | None, estimate: dict[str, Any] | None) ->
 # --------------------------------------------------------------------------------------------
 
 
-def scores_path(estimate: Side, explicit: Path | None) -> Path:
-    """Where the scores go: ``explicit``, else ``scores.json`` in the estimates' one folder.
+def scores_path(estimate: Side, explicit: Path | None) -> tuple[Path | None, str | None]:
+    """Where the scores go, checked before any scoring: ``(path, None)``, or ``(None, why not)``.
 
-    Checked before any scoring: a place that cannot be written, the manifest, an audio input, or
-    an existing file that is not a demix scores document are refused.
+    ``explicit`` (``--scores``) must be a writable ``.json`` name that is not an existing file of
+    another kind, else :class:`OutputError`. The default, ``scores.json`` in the estimates' one
+    folder, is given up with a reason, never forced: estimates from several folders, a read-only
+    folder, or a ``scores.json`` there that demix did not write.
     """
     if explicit is not None:
-        path = explicit
-    else:
-        folders = sorted({str(f.parent) for item in estimate.items for f in item.files})
-        if estimate.folder is not None:
-            folders = [str(estimate.folder)]
-        if len(folders) != 1:
-            raise ParameterError(
-                f"estimates come from {len(folders)} folders ({', '.join(folders)}); say where the scores "
-                "go with --scores FILE, or --no-scores"
-            )
-        path = Path(folders[0]) / SCORES_FILE
+        problem = _unwritable(explicit)
+        if problem:
+            raise OutputError(f"--scores {explicit}: {problem}; choose another file or --no-scores")
+        return explicit, None
+    folders = sorted({str(f.parent) for item in estimate.items for f in item.files})
+    if estimate.folder is not None:
+        folders = [str(estimate.folder)]
+    if len(folders) != 1:
+        return None, (
+            f"the estimates come from {len(folders)} folders ({', '.join(folders)}); "
+            "say where the scores go with --scores FILE"
+        )
+    path = Path(folders[0]) / SCORES_FILE
+    problem = _unwritable(path)
+    return (None, f"{path}: {problem}; use --scores FILE") if problem else (path, None)
+
+
+def _unwritable(path: Path) -> str | None:
+    """Why demix will not write its scores to ``path``, or None."""
     if path.name == MANIFEST or path.suffix.lower() in audio.AUDIO_EXTENSIONS:
-        raise OutputError(f"--scores {path}: give a .json file name (not an audio file or {MANIFEST})")
+        return f"give a .json file name (not an audio file or {MANIFEST})"
     if path.is_dir():
-        raise OutputError(f"--scores {path} is a folder; give a file name")
+        return "a folder, not a file"
     if path.exists() and not _is_scores_document(path):
-        raise OutputError(f"{path} exists and is not a demix scores file; move it or choose --scores FILE")
+        return "exists and is not a demix scores file (it is left alone)"
     parent = path.parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise OutputError(
-            f"cannot write the scores in {parent} (permission denied); use --scores FILE or --no-scores"
-        )
-    return path
+    # Permission bits too: as root, access() allows writing into read-only data folders.
+    if not parent.is_dir() or not os.stat(parent).st_mode & 0o222 or not os.access(parent, os.W_OK | os.X_OK):
+        return f"{parent} is read-only"
+    return None
 
 
 def write_scores(document: dict[str, Any], path: Path, estimate: Side) -> bool:

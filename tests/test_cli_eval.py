@@ -236,13 +236,29 @@ def test_scores_in_a_run_folder_are_the_runs_own(tmp_path: Path) -> None:
 
 
 def test_where_scores_go_and_what_is_refused(trio: dict[str, Path], tmp_path: Path) -> None:
-    code, _, err = run("eval", "-r", trio["r1"], "-e", trio["e1"], "-e", trio["r2"])
-    assert code == 2 and "--scores FILE" in err and "Traceback" not in err
-    other = tmp_path / "notes.json"
-    other.write_text('{"mine": true}')
-    code, _, err = run("eval", "-r", trio["r1"], "-e", trio["e1"], "--scores", other)
-    assert code == 2 and "not a demix scores file" in err
-    assert other.read_text() == '{"mine": true}'
+    # Scored all the same, but where the scores would go is unclear or not ours: not written.
+    code, out, err = run("eval", "-r", trio["r1"], "-e", trio["e1"], "-e", trio["r2"])
+    assert code == 0 and "SDR" in out and "scores not written" in err and "--scores FILE" in err
+    assert (
+        not (trio["e1"].parent / "scores.json").exists() and not (trio["r1"].parent / "scores.json").exists()
+    )
+    mine = trio["e1"].parent / "scores.json"
+    mine.write_text('{"mine": true}')
+    code, _, err = run("eval", "-r", trio["r1"], "-e", trio["e1"])
+    assert code == 0 and "not a demix scores file" in err and mine.read_text() == '{"mine": true}'
+    readonly = tmp_path / "ro"
+    readonly.mkdir()
+    estimate = write_wav(readonly / "e1.wav", sf.read(trio["e1"])[0])
+    readonly.chmod(0o555)  # as root too: permission bits are respected
+    try:
+        code, _, err = run("eval", "-r", trio["r1"], "-e", estimate)
+        assert code == 0 and "read-only" in err and not (readonly / "scores.json").exists()
+    finally:
+        readonly.chmod(0o755)
+    # An explicit --scores that cannot be used is an error before any scoring.
+    code, _, err = run("eval", "-r", trio["r1"], "-e", trio["e1"], "--scores", mine)
+    assert code == 2 and "not a demix scores file" in err and "Traceback" not in err
+    assert mine.read_text() == '{"mine": true}'
     target = tmp_path / "out" / "s.json"
     code, _, err = run("eval", "-r", trio["r1"], "-e", trio["e1"], "--scores", target, "-q")
     assert code == 0, err

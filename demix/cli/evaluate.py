@@ -104,7 +104,7 @@ def evaluate(
             raise ParameterError(
                 f"sample rates differ: the mixture at {rate} Hz, references at {refs.sample_rate} Hz"
             )
-    path = None if no_scores else ev.scores_path(ests, scores)
+    path, not_written = (None, None) if no_scores else ev.scores_path(ests, scores)
     result = ev.evaluate(
         refs,
         ests,
@@ -121,6 +121,8 @@ def evaluate(
         where = " (listed in the run's manifest)" if in_manifest else ""
         if not quiet:
             reporter.err.print(f"scores written to {escape(str(path))}{where}", soft_wrap=True)
+    elif not_written:
+        reporter.warn(f"scores not written: {not_written}")
     if reporter.json_mode:
         reporter.emit_json(result)
         return
