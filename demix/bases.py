@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import json
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,11 +18,15 @@ import numpy as np
 from demix import __version__, checks
 from demix.errors import ParameterError
 from demix.methods.nmf_separate import SpectralFit
-from demix.outputs import safe_name, write_atomically
+from demix.outputs import read_npz, safe_name, write_atomically
 from demix.types import Callback, Separation
 
 FORMAT = "demix-nmf-bases"
 SETTINGS = ("n_fft", "hop", "sample_rate", "beta")
+#: Largest bases matrix read (values): 32769 frequencies (n_fft 65536) × 2048 components.
+MAX_BASES_VALUES = 32769 * 2048
+#: Largest metadata string read (characters): the JSON lists every example's path and SHA-256.
+MAX_METADATA_CHARS = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -37,7 +40,7 @@ class Bases:
 def save_bases(path: Path, W: np.ndarray, metadata: dict[str, Any], *, force: bool) -> None:
     """Write ``W`` and its metadata to ``path`` (npz) atomically; an existing file needs ``force``."""
     if path.exists() and not force:
-        raise ParameterError(f"--save-bases {path} already exists; use --force to replace it")
+        raise ParameterError(f"-o/--out {path} already exists; use --force to replace it")
     meta = {"format": FORMAT, "demix_version": __version__, **metadata}
     buffer = io.BytesIO()
     np.savez(buffer, W=W.astype(np.float32), metadata=np.array(json.dumps(meta)))
@@ -45,16 +48,27 @@ def save_bases(path: Path, W: np.ndarray, metadata: dict[str, Any], *, force: bo
 
 
 def load_bases(path: Path) -> Bases:
-    """Read a bases file, refusing anything that is not one (pickles above all)."""
+    """Read a bases file, refusing anything that is not one (pickles above all).
+
+    Only the arrays ``W`` and ``metadata`` are read, each checked from its header first (type,
+    shape within :data:`MAX_BASES_VALUES` / :data:`MAX_METADATA_CHARS`), so a damaged or hostile
+    file claiming terabytes is refused without reading it.
+    """
+    arrays = read_npz(
+        path,
+        {"W": MAX_BASES_VALUES, "metadata": 1},
+        what=f"--bases {path}",
+        kind="demix bases file",
+        max_bytes=MAX_BASES_VALUES * 8,
+    )
+    W, text = arrays["W"], arrays["metadata"]
+    if W.dtype.kind != "f" or text.dtype.kind != "U" or text.dtype.itemsize > 4 * MAX_METADATA_CHARS:
+        raise ParameterError(f"--bases {path}: not a demix bases file (float W and JSON metadata expected)")
     try:
-        # Opened as a zip first: np.load would read a plain .npy (named .npz) as one array.
-        with zipfile.ZipFile(path), np.load(path, allow_pickle=False) as data:
-            W = np.asarray(data["W"], dtype=np.float64)
-            meta = json.loads(str(data["metadata"]))
-    except FileNotFoundError:
-        raise ParameterError(f"--bases {path}: no such file") from None
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
-        raise ParameterError(f"--bases {path}: not a demix bases file (npz with W and metadata)") from None
+        meta = json.loads(str(text))
+    except ValueError:
+        raise ParameterError(f"--bases {path}: not a demix bases file (its metadata is not JSON)") from None
+    W = W.astype(np.float64)
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ParameterError(f"--bases {path}: not a demix bases file (format {FORMAT!r} expected)")
     if W.ndim != 2 or W.size == 0 or not np.all(np.isfinite(W)) or np.any(W < 0):

@@ -18,7 +18,11 @@ from demix.errors import ParameterError
 LagMethod = Literal["auto", "fft", "matmul"]
 
 _LAGS_EXPECTED = "expected positive integers and ranges such as '1-100', '1,2,5,10' or '1-10,20,50'"
-_ITEM = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$")
+_ITEM = re.compile(r"^\s*(\d{1,18})\s*(?:-\s*(\d{1,18})\s*)?$")
+
+#: Most lags one ``--lags`` may name: ten thousand lagged covariances is far beyond what joint
+#: diagonalisation gains from (the default is 100) and keeps a typo from allocating gigabytes.
+MAX_LAGS = 10_000
 
 #: Samples per time block in the ``matmul`` method: a block of 8 channels plus 100 lags of margin
 #: is ~0.5 MB, which stays in a core's L2 cache while every lag reuses it.
@@ -48,12 +52,13 @@ def parse_lags(text: str, n_samples: int | None = None) -> np.ndarray:
     Raises
     ------
     ParameterError
-        Empty, malformed, non-positive, reversed range, or a lag ``>= n_samples``; the message
-        names ``--lags``, the value and what is expected.
+        Empty, malformed, non-positive, reversed range, more than :data:`MAX_LAGS` lags, or a lag
+        ``>= n_samples``; the message names ``--lags``, the value and what is expected. Ranges
+        are counted before any array is built, so ``1-2000000000`` is refused at once.
     """
     if not isinstance(text, str) or not text.strip():
         raise ParameterError(f"--lags: {text!r} is empty; {_LAGS_EXPECTED}")
-    chunks: list[np.ndarray] = []
+    ranges: list[tuple[int, int]] = []
     for item in text.split(","):
         match = _ITEM.match(item)
         if match is None:
@@ -69,8 +74,13 @@ def parse_lags(text: str, n_samples: int | None = None) -> np.ndarray:
                 f"--lags: lag {stop} in {text!r} is not below the signal length "
                 f"({n_samples} samples); expected lags from 1 to {n_samples - 1}"
             )
-        chunks.append(np.arange(start, stop + 1, dtype=np.int64))
-    return np.unique(np.concatenate(chunks))
+        ranges.append((start, stop))
+    count = sum(stop - start + 1 for start, stop in ranges)
+    if count > MAX_LAGS:
+        raise ParameterError(
+            f"--lags: {text!r} names {count} lags; expected at most {MAX_LAGS} (the default is 1-100)"
+        )
+    return np.unique(np.concatenate([np.arange(a, b + 1, dtype=np.int64) for a, b in ranges]))
 
 
 def check_lags(lags: str | Sequence[int] | np.ndarray, n_samples: int) -> np.ndarray:
@@ -90,6 +100,8 @@ def check_lags(lags: str | Sequence[int] | np.ndarray, n_samples: int) -> np.nda
     is_whole = np.issubdtype(arr.dtype, np.floating) and bool(np.all(arr == np.round(arr)))
     if not (is_int or is_whole):
         raise ParameterError(f"--lags: {lags!r} are not integers; {_LAGS_EXPECTED}")
+    if arr.size > MAX_LAGS:
+        raise ParameterError(f"--lags: {arr.size} lags; expected at most {MAX_LAGS}")
     arr = np.unique(arr.astype(np.int64))
     if arr[0] < 1:
         raise ParameterError(f"--lags: {arr[0]} is not positive; {_LAGS_EXPECTED}")

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import io
 import json
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,11 +27,16 @@ import numpy as np
 
 from demix import __version__
 from demix.errors import ParameterError
-from demix.outputs import write_atomically
+from demix.outputs import is_safe_label, read_npz, write_atomically
 from demix.speakers.features import FeatureSettings
 
 FORMAT = "demix-identify-model"
 FORMAT_VERSION = 1
+#: Limits on what a model file may claim, checked from its headers before anything is read.
+MAX_LABELS = 1000
+MAX_LAYERS = 8
+MAX_ARRAY_VALUES = 1 << 22
+MAX_METADATA_CHARS = 1 << 22
 
 
 @dataclass(frozen=True)
@@ -122,18 +126,17 @@ def load_model(path: Path) -> SpeakerModel:
     what = f"model {path}"
     if not path.is_file():
         raise ParameterError(f"{what}: no such file")
+    # Headers first (a pickle, an object array or a shape claiming terabytes is refused unread),
+    # the metadata alone, then only the arrays it names.
+    text = read_npz(
+        path, {"metadata": 1}, what=what, kind="demix identify model", max_bytes=4 * MAX_METADATA_CHARS
+    )["metadata"]
     try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {key: np.asarray(data[key]) for key in data.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError):
-        # A pickle or object array fails here with "allow_pickle=False": never unpickled.
-        raise ParameterError(
-            f"{what}: not a demix identify model (an .npz of arrays and JSON metadata)"
-        ) from None
-    try:
-        meta = json.loads(str(arrays["metadata"]))
-    except (KeyError, ValueError):
-        raise ParameterError(f"{what}: not a demix identify model (no JSON metadata)") from None
+        meta = json.loads(str(text)) if text.dtype.kind == "U" else None
+    except ValueError:
+        meta = None
+    if not isinstance(meta, dict):
+        raise ParameterError(f"{what}: not a demix identify model (no JSON metadata)")
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ParameterError(f"{what}: not a demix identify model (format {FORMAT!r} expected)")
     if meta.get("format_version") != FORMAT_VERSION:
@@ -142,13 +145,30 @@ def load_model(path: Path) -> SpeakerModel:
             f"enrol again with this demix ({__version__})"
         )
     try:
+        n_layers = int(meta["classifier"]["layers"])
+        if not 1 <= n_layers <= MAX_LAYERS:
+            raise ValueError(f"{n_layers} network layers (1 to {MAX_LAYERS} expected)")
+        names = ["mean", "scale", "class_means", "precision"]
+        names += [f"layer_{i}_{part}" for i in range(n_layers) for part in ("weights", "bias")]
+        arrays = read_npz(
+            path,
+            dict.fromkeys(names, MAX_ARRAY_VALUES),
+            what=what,
+            kind="demix identify model",
+            max_bytes=1 << 28,
+        )
         return _from_data(meta, arrays)
     except (KeyError, TypeError, ValueError) as exc:
         raise ParameterError(f"{what}: damaged model file ({exc})") from None
 
 
 def _from_data(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> SpeakerModel:
-    labels = tuple(str(label) for label in meta["labels"])
+    labels = tuple(meta["labels"])
+    if not 2 <= len(labels) <= MAX_LABELS:
+        raise ValueError(f"{len(labels)} labels (2 to {MAX_LABELS} expected)")
+    unsafe = [label for label in labels if not is_safe_label(label)]
+    if unsafe:  # labels name files (--rename): checked where they are read, not only at enrol
+        raise ValueError(f"label {str(unsafe[0])[:60]!r} is not a safe file name (letters, digits, . _ -)")
     settings = FeatureSettings.from_dict(meta["features"])
     n_layers = int(meta["classifier"]["layers"])
     layers = tuple(

@@ -18,7 +18,7 @@ from typing import Any
 from demix.audio import sha256
 from demix.errors import OutputError, ParameterError
 from demix.manifest import read_manifest
-from demix.outputs import MANIFEST, write_manifest
+from demix.outputs import MANIFEST, is_safe_label, write_manifest
 from demix.speakers.label import Labelled
 
 
@@ -61,6 +61,10 @@ def _plan(folder: Path, items: list[Labelled], record: dict[str, Any]) -> _Plan:
         if entry is None or entry.get("role") != "source":
             raise ParameterError(f"--rename: {item.path} is not a source listed in {folder / MANIFEST}")
         name = old
+        if item.label is not None and not is_safe_label(item.label):  # a model read elsewhere
+            raise ParameterError(
+                f"--rename: label {item.label[:60]!r} is not a safe file name; nothing was renamed"
+            )
         if item.label is not None:
             name, k = f"{item.label}{item.path.suffix}", 1
             while name in taken:
