@@ -439,18 +439,13 @@ def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
 
 
 def read_npz(
-<<<<<<< /tmp/h11/demix/outputs.py
     path: Path, expected: Mapping[str, int], *, what: str, kind: str = "npz file", max_bytes: int = 1 << 30
-=======
-    path: Path, expected: Mapping[str, int], *, what: str, max_bytes: int = 1 << 30
->>>>>>> /tmp/h11.h
 ) -> dict[str, np.ndarray]:
     """Read the arrays ``expected`` (name → largest element count) of an npz, checked first.
 
     Each member's ``.npy`` header is read from the zip without loading anything: a member that is
     not a plain numeric (or unicode) array, an object array (a pickle), a shape above its limit or
     members whose sizes add up to more than ``max_bytes`` are refused before a byte of data is read.
-<<<<<<< /tmp/h11/demix/outputs.py
     Members not in ``expected`` are never read. Every refusal is a :class:`ParameterError`
     ``"{what}: not a {kind} (reason)"``.
     """
@@ -466,18 +461,6 @@ def read_npz(
         raise refuse("a folder") from None
     except (OSError, zipfile.BadZipFile, EOFError, ValueError):
         raise refuse("not a zip of .npy arrays") from None
-=======
-    Members not in ``expected`` are never read. A missing member is a :class:`ParameterError`.
-    """
-    try:
-        archive = zipfile.ZipFile(path)
-    except FileNotFoundError:
-        raise ParameterError(f"{what}: no such file") from None
-    except IsADirectoryError:
-        raise ParameterError(f"{what}: is a folder, not a file") from None
-    except (OSError, zipfile.BadZipFile, EOFError, ValueError):
-        raise ParameterError(f"{what}: not an npz file (a zip of .npy arrays)") from None
->>>>>>> /tmp/h11.h
     arrays: dict[str, np.ndarray] = {}
     with archive:
         total = 0
@@ -485,16 +468,11 @@ def read_npz(
             try:
                 info = archive.getinfo(f"{name}.npy")
             except KeyError:
-<<<<<<< /tmp/h11/demix/outputs.py
                 raise refuse(f"the array {name!r} is missing") from None
-=======
-                raise ParameterError(f"{what}: the array {name!r} is missing") from None
->>>>>>> /tmp/h11.h
             try:
                 with archive.open(info) as member:
                     shape, dtype = _npy_header(member)
             except (ValueError, OSError, EOFError, zipfile.BadZipFile):
-<<<<<<< /tmp/h11/demix/outputs.py
                 raise refuse(f"the array {name!r} is damaged") from None
             if dtype.hasobject or dtype.kind not in "fiuU":
                 raise refuse(f"the array {name!r} holds {dtype}, not numbers or text")
@@ -504,30 +482,11 @@ def read_npz(
                 raise refuse(f"the array {name!r} claims shape {shape}, above the limit of {limit} values")
             if info.file_size < count * dtype.itemsize:
                 raise refuse(f"the array {name!r} is shorter than its header says")
-=======
-                raise ParameterError(f"{what}: the array {name!r} is damaged") from None
-            if dtype.hasobject or dtype.kind not in "fiuU":
-                raise ParameterError(f"{what}: the array {name!r} has type {dtype}, not numbers or text")
-            count = int(np.prod(shape, dtype=np.float64))
-            total += count * dtype.itemsize
-            if count > limit or total > max_bytes:
-                raise ParameterError(
-                    f"{what}: the array {name!r} has shape {shape}, above the limit of {limit} values"
-                )
-            if info.file_size > 2 * count * dtype.itemsize + 4096:
-                raise ParameterError(
-                    f"{what}: the array {name!r} is damaged (size disagrees with its header)"
-                )
->>>>>>> /tmp/h11.h
             try:
                 with archive.open(info) as member:
                     arrays[name] = np.lib.format.read_array(member, allow_pickle=False)
             except (ValueError, OSError, EOFError, zipfile.BadZipFile):
-<<<<<<< /tmp/h11/demix/outputs.py
                 raise refuse(f"the array {name!r} is damaged") from None
-=======
-                raise ParameterError(f"{what}: the array {name!r} is damaged") from None
->>>>>>> /tmp/h11.h
     return arrays
 
 
