@@ -146,9 +146,9 @@ def build_report(
             audio.append(src if linked else f"(embedded) {signal.path.name}")
             parts.append(_signal_card(signal, ov, png, src, scores))
         parts.append("</section>\n")
-    parts.append(_convergence_section(manifest))
     if scores:
         parts.append(_scores_section(scores, scores_from))
+    parts.append(_convergence_section(manifest))
     parts.append(_model_section(manifest))
     parts.append("</main>\n</body>\n</html>\n")
     return Report("".join(parts), len(signals), audio, scores_from, notes)
@@ -217,7 +217,12 @@ def _scores(
     if not isinstance(rows, list):
         notes.append(f"{path} holds no list of scores: not shown")
         return [], None
-    return [r for r in rows if isinstance(r, dict)], str(path.name)
+    described = [path.name]
+    if isinstance(data, dict) and data.get("mode"):
+        described.append(f"BSS Eval {data['mode']}")
+    if isinstance(data, dict) and isinstance(data.get("amari_index"), int | float):
+        described.append(f"Amari index {data['amari_index']:.4f}")
+    return [r for r in rows if isinstance(r, dict)], ", ".join(described)
 
 
 def _score_against(
@@ -309,8 +314,11 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .warn { color: #8a5300; }
 .chips span { display: inline-block; background: #e3e8ef; border-radius: 10px; padding: 2px 9px;
   margin: 0 6px 6px 0; font-size: 0.9em; }
-.bar { position: relative; width: 140px; height: 14px; background: #eef0f3; display: inline-block;
-  vertical-align: middle; margin-right: 6px; }
+table.scores { font-size: 0.85em; }
+table.scores td { white-space: nowrap; padding-right: 8px; }
+table.matrix td { padding: 2px 8px; }
+.bar { position: relative; width: 56px; height: 12px; background: #eef0f3; display: inline-block;
+  vertical-align: middle; margin-right: 5px; }
 .bar span { position: absolute; top: 0; bottom: 0; left: 0; background: #3b6ea8; }
 .bar span.neg { background: #c0392b; }
 """
@@ -465,7 +473,8 @@ def _scores_section(rows: Sequence[dict[str, Any]], source: str | None) -> str:
     head = "".join(f"<th>{_e(m.upper().replace('_', '-'))} (dB)</th>" for m in metrics)
     body = ""
     for row in rows:
-        cells = "".join(f"<td>{_bar(row.get(m), top)}</td>" for m in metrics)
+        reasons: dict[str, Any] = row["reasons"] if isinstance(row.get("reasons"), dict) else {}
+        cells = "".join(f"<td>{_bar(row.get(m), top, reasons.get(m))}</td>" for m in metrics)
         body += (
             f"<tr><td><code>{_e(Path(str(row.get('estimate', '?'))).name)}</code></td>"
             f"<td><code>{_e(Path(str(row.get('reference', '?'))).name)}</code></td>{cells}</tr>\n"
@@ -479,9 +488,9 @@ def _scores_section(rows: Sequence[dict[str, Any]], source: str | None) -> str:
     )
 
 
-def _bar(value: Any, top: float) -> str:
+def _bar(value: Any, top: float, reason: Any = None) -> str:
     if not isinstance(value, int | float) or not math.isfinite(value):
-        return "n/a"
+        return f'<span title="{_e(reason)}">n/a</span>' if reason else "n/a"
     width = min(abs(value) / top, 1.0) * 100
     cls = ' class="neg"' if value < 0 else ""
     return f'<span class="bar"><span{cls} style="width:{width:.1f}%"></span></span>{value:.2f}'
@@ -526,7 +535,9 @@ def _number(value: Any) -> str:
 
 def _short(value: Any, limit: int = 300) -> str:
     """A fact as text: numbers to 4 significant digits, structures as compact JSON, cut at ``limit``."""
-    if isinstance(value, float):
+    if isinstance(value, bool):
+        text = "yes" if value else "no"
+    elif isinstance(value, float):
         text = _number(value)
     elif isinstance(value, list | dict):
         text = json.dumps(value, separators=(",", ":"))
