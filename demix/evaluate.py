@@ -579,7 +579,7 @@ def _settle(
         elif np.isnan(value) or value == -np.inf:
             reasons[key] = _why_nan(ref, est)
             value = np.nan
-        out[key] = min(value, CEILING_DB)
+        out[key] = value if np.isnan(value) else min(value, CEILING_DB)
     return out, reasons
 
 

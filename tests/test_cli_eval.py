@@ -281,3 +281,19 @@ def test_v4_mono_estimate_against_stereo_references(tmp_path: Path, voices: list
     assert rows["e1"]["reference_name"] == "r1" and rows["e2"]["reference_name"] == "r2"
     # The mono copy misses r1's 6 dB level difference between channels: well below e2's score.
     assert rows["e2"]["sdr"] > 20 and rows["e1"]["sdr"] < rows["e2"]["sdr"] - 5
+
+
+def test_v4_silent_frames_are_null_and_said(
+    trio: dict[str, Path], tmp_path: Path, voices: list[np.ndarray]
+) -> None:
+    """museval leaves out every frame in which any reference or estimate is silent; so does demix."""
+    quiet_start = voices[0] + 0.2 * voices[1]
+    quiet_start[: 2 * RATE] = 0.0
+    e1 = write_wav(tmp_path / "e1.wav", quiet_start)
+    document = run_json(
+        "-r", trio["r1"], "-r", trio["r2"], "-e", e1, "-e", trio["e2"], "--mode", "v4", "--no-scores"
+    )
+    for row in document["scores"]:
+        assert row["frames"]["sdr"][:2] == [None, None] and None not in row["frames"]["sdr"][2:]
+        assert row["reasons"]["frames"].startswith("2 of 6 frames have a silent reference or estimate")
+        assert row["sdr"] == pytest.approx(np.median(row["frames"]["sdr"][2:]))
