@@ -56,7 +56,10 @@ def evaluate(
         ),
     ] = "v3",
     ref_channel: Annotated[
-        int, typer.Option("--ref-channel", min=0, help="Channel scored in v3 mode (0-based).")
+        int,
+        typer.Option(
+            "--ref-channel", min=0, help="Channel scored in v3 (and in v4 against mono references), 0-based."
+        ),
     ] = 0,
     window: Annotated[
         float | None,
