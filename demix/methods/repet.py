@@ -16,7 +16,7 @@ they are in the song, so repetition need not be periodic:
    from 0.37-0.46 (overlapping music's 0.36-0.67) to 0.24-0.36 while music keeps 0.44-0.60, and
    the MUSDB excerpt's accompaniment gains 0.9 dB SDR (vocals −0.2 dB). The spectra are first
    projected on the :data:`_FEATURES` leading singular vectors of the normalised spectrogram (the
-   same SDR to ±0.03 dB as the full spectra, 30× fewer operations), and the matrix is computed in
+   same SDR to ±0.03 dB as the full 1025 bins, 32× fewer operations), and the matrix is computed in
    float32 blocks of rows, so memory is ``O(block · N)`` and time ``O(N²)``.
 3. **Neighbours.** For frame ``i``: among frames at least ``min_distance`` seconds away whose
    similarity is a local maximum of row ``i`` within ±:data:`PEAK_SPACING_S` (so one repetition
@@ -158,6 +158,21 @@ def _check_input(X: object, sample_rate: object, n_fft: object, hop: object) -> 
 
 
 # --------------------------------------------------------------------------- similarity
+def _leading_subspace(U: np.ndarray, r: int) -> np.ndarray:
+    """Orthonormal ``(F, r)`` basis of the leading left singular subspace of ``U`` ``(F, N)``.
+
+    Randomised range finder with two power iterations (Halko, Martinsson & Tropp 2011), seeded
+    so the result is deterministic: ``O(F N r)`` where a full eigendecomposition of ``U Uᵀ`` is
+    ``O(F³)`` (0.9 s at F = 1025, more than all the rest of a 7 s excerpt).
+    """
+    rng = np.random.default_rng(0)
+    Q, _ = np.linalg.qr(U @ rng.standard_normal((U.shape[1], min(r + 10, *U.shape))))
+    for _ in range(2):
+        Q, _ = np.linalg.qr(U @ (U.T @ Q))
+    left, _, _ = np.linalg.svd(Q.T @ U, full_matrices=False)
+    return np.asarray(Q @ left[:, :r])
+
+
 def _context_features(V: np.ndarray, context: int) -> np.ndarray:
     """Unit-norm context vectors ``(n_dims · n_taps, N)`` float32 whose inner products are
     :math:`\bar S_{ij}`, the diagonal mean of frame cosines (normalised by the taps inside).
@@ -170,8 +185,7 @@ def _context_features(V: np.ndarray, context: int) -> np.ndarray:
     F, N = V.shape
     U = V.astype(np.float64) / np.maximum(np.sqrt(np.einsum("fn,fn->n", V, V)), 1e-30)
     if F > _FEATURES:
-        _, vectors = np.linalg.eigh(U @ U.T)
-        U = vectors[:, -_FEATURES:].T @ U
+        U = _leading_subspace(U, _FEATURES).T @ U
     taps = np.unique(np.round(np.linspace(-context, context, _CONTEXT_TAPS)).astype(np.int64))
     d = U.shape[0]
     Z = np.zeros((d * taps.size, N), dtype=np.float32)
@@ -252,18 +266,23 @@ def _median_network(n: int) -> tuple[tuple[int, int], ...]:
 
 
 def _columnwise_median(G: np.ndarray) -> np.ndarray:
-    """Median over axis 0 of ``G`` ``(n, M)`` float32, computed in place by a sorting network."""
+    """Median over axis 0 of ``G`` ``(n, M)`` float32 (overwritten), by a sorting network."""
     n = G.shape[0]
     network = _median_network(n)
-    tmp = np.empty(min(G.shape[1], _NETWORK_CHUNK), dtype=G.dtype)
+    out = np.empty(G.shape[1], dtype=G.dtype)
+    spare_all = np.empty(min(G.shape[1], _NETWORK_CHUNK), dtype=G.dtype)
     for s in range(0, G.shape[1], _NETWORK_CHUNK):  # chunks that stay in cache
-        Y = G[:, s : s + _NETWORK_CHUNK]
-        t = tmp[: Y.shape[1]]
-        for a, b in network:
-            np.minimum(Y[a], Y[b], out=t)
-            np.maximum(Y[a], Y[b], out=Y[b])
-            Y[a] = t
-    return 0.5 * (G[(n - 1) // 2] + G[n // 2])
+        rows = list(G[:, s : s + _NETWORK_CHUNK])
+        spare = spare_all[: rows[0].size]
+        for a, b in network:  # min into the spare buffer, which becomes wire a: two passes
+            np.minimum(rows[a], rows[b], out=spare)
+            np.maximum(rows[a], rows[b], out=rows[b])
+            rows[a], spare = spare, rows[a]
+        lo, hi = rows[(n - 1) // 2], rows[n // 2]
+        np.add(lo, hi, out=out[s : s + lo.size])
+        spare_all = spare if spare.size == spare_all.size else spare_all
+    out *= 0.5
+    return out
 
 
 def _median_model(V: np.ndarray, idx: np.ndarray, counts: np.ndarray) -> np.ndarray:
