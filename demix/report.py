@@ -309,7 +309,11 @@ audio { width: 100%; margin: 6px 0; }
 table { border-collapse: collapse; margin: 6px 0; font-size: 0.92em; }
 th, td { text-align: left; padding: 3px 10px 3px 0; vertical-align: top; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
-.facts td:first-child, .params td:first-child { color: #55606e; }
+.kv { display: grid; grid-template-columns: repeat(auto-fill, minmax(220px, 1fr)); gap: 3px 18px;
+  margin: 8px 0; font-size: 0.92em; }
+.kv div { overflow-wrap: anywhere; }
+.kv div.wide { grid-column: 1 / -1; }
+.kv span { color: #55606e; }
 .note { color: #55606e; font-size: 0.9em; }
 .warn { color: #8a5300; }
 .chips span { display: inline-block; background: #e3e8ef; border-radius: 10px; padding: 2px 9px;
@@ -366,21 +370,20 @@ def _run_section(folder: Path, manifest: dict[str, Any], notes: list[str]) -> st
         f"gain {manifest['gain']:.3f}" if isinstance(manifest.get("gain"), int | float) else None,
         f"{sum(manifest['timings'].values()):.2f} s" if manifest.get("timings") else None,
     ]
-    params = manifest.get("params", {})
-    rows = "".join(
-        f"<tr><td>{_e(k)}</td><td><code>{_e(_short(v))}</code></td></tr>\n" for k, v in params.items()
-    )
     inputs = "".join(
-        f"<tr><td>input</td><td><code>{_e(i.get('url') or i.get('path'))}</code> · "
-        f"{_e(i.get('sample_rate'))} Hz · {_e(i.get('channels'))} ch · {_e(_duration(i))}</td></tr>\n"
+        f"<p>input <code>{_e(i.get('url') or i.get('path'))}</code> · "
+        f"{_e(i.get('sample_rate'))} Hz · {_e(i.get('channels'))} ch · {_e(_duration(i))}</p>\n"
         for i in manifest.get("inputs", [])
     )
     warnings = list(manifest.get("warnings") or [])
     return (
         "<section>\n<h2>Run</h2>\n"
         f'<pre class="command">{_e(_command_line(folder, manifest))}</pre>\n'
-        '<p class="chips">' + "".join(f"<span>{_e(c)}</span>" for c in chips if c) + "</p>\n"
-        f'<table class="params">\n{inputs}{rows}</table>\n'
+        '<p class="chips">'
+        + "".join(f"<span>{_e(c)}</span>" for c in chips if c)
+        + "</p>\n"
+        + inputs
+        + _facts(manifest.get("params", {}), "params")
         + "".join(f'<p class="warn">warning: {_e(w)}</p>\n' for w in warnings)
         + "".join(f'<p class="note">{_e(n)}</p>\n' for n in notes)
         + "</section>\n"
@@ -402,9 +405,6 @@ def _signal_card(
 ) -> str:
     alt = f"waveform and spectrogram of {signal.title}"
     facts = {k: v for k, v in signal.entry.items() if k not in ("file", "role")}
-    facts_rows = "".join(
-        f"<tr><td>{_e(k)}</td><td><code>{_e(_short(v))}</code></td></tr>\n" for k, v in facts.items()
-    )
     score = _score_for(signal, scores)
     score_line = (
         '<p class="note">'
@@ -425,9 +425,19 @@ def _signal_card(
         f"{_img(png, 'spectrogram', alt)}\n"
         f'<audio controls preload="none" src="{_e(src)}"></audio>\n'
         + score_line
-        + (f'<table class="facts">\n{facts_rows}</table>\n' if facts_rows else "")
+        + (_facts(facts, "facts") if facts else "")
         + "</div>\n"
     )
+
+
+def _facts(items: dict[str, Any], cls: str) -> str:
+    """Key-value facts in a compact grid; long values take a whole row."""
+    cells = []
+    for key, value in items.items():
+        text = _short(value)
+        wide = ' class="wide"' if len(text) + len(str(key)) > 34 else ""
+        cells.append(f"<div{wide}><span>{_e(key)}</span> <code>{_e(text)}</code></div>\n")
+    return f'<div class="kv {cls}">\n{"".join(cells)}</div>\n'
 
 
 def _img(png: bytes, cls: str, alt: str) -> str:
@@ -450,11 +460,7 @@ def _convergence_section(manifest: dict[str, Any]) -> str:
     if not conv:
         return ""
     history = conv.get("history")
-    facts = {k: v for k, v in conv.items() if k != "history"}
-    rows = "".join(
-        f"<tr><td>{_e(k)}</td><td><code>{_e(_short(v))}</code></td></tr>\n" for k, v in facts.items()
-    )
-    body = f'<table class="facts">\n{rows}</table>\n'
+    body = _facts({k: v for k, v in conv.items() if k != "history"}, "facts")
     if history and history.get("change"):
         png = plots.convergence_png(history, title=str(manifest.get("params", {}).get("method", "")))
         kept = len(history["change"])
