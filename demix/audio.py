@@ -20,8 +20,14 @@ from demix.types import Signal
 AUDIO_EXTENSIONS = frozenset(
     {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".m4a", ".webm", ".wv"}
 )
-FORMATS = ("wav", "flac")
+FORMATS = ("wav", "flac", "ogg", "opus", "mp3")
 SUBTYPES = ("PCM_16", "PCM_24", "FLOAT")
+#: Lossy formats: (libsndfile container, codec). ``--subtype`` does not apply to them.
+LOSSY = {"ogg": ("OGG", "VORBIS"), "opus": ("OGG", "OPUS"), "mp3": ("MP3", "MPEG_LAYER_III")}
+#: Most channels each format holds (libsndfile's limits, checked before any work).
+MAX_CHANNELS = {"wav": 1024, "flac": 8, "ogg": 255, "opus": 255, "mp3": 2}
+#: The only sample rates the Opus codec takes.
+OPUS_RATES = (8000, 12000, 16000, 24000, 48000)
 # PCM_24 plays everywhere, its quantisation noise (-146 dBFS) lies far below any separation
 # error, so scores do not move, and it is 25 % smaller than FLOAT. FLOAT is for --scale unit.
 DEFAULT_SUBTYPE = "PCM_24"
@@ -130,14 +136,34 @@ def resample(data: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
     return np.atleast_2d(librosa.resample(data, orig_sr=orig_sr, target_sr=target_sr, axis=-1))
 
 
-def validate_output_format(fmt: str, subtype: str) -> None:
-    """Refuse a format or subtype demix does not write, naming the choices."""
+def validate_output_format(fmt: str, subtype: str, quality: float | None = None) -> None:
+    """Refuse a format, subtype or quality demix does not write, naming the choices."""
     if fmt not in FORMATS:
         raise ParameterError(f"--format {fmt!r} is not one of {', '.join(FORMATS)}")
     if subtype not in SUBTYPES:
         raise ParameterError(f"--subtype {subtype!r} is not one of {', '.join(SUBTYPES)}")
     if fmt == "flac" and subtype == "FLOAT":
         raise ParameterError("--subtype FLOAT cannot be written as FLAC; use --format wav")
+    if quality is not None:
+        if fmt not in LOSSY:
+            raise ParameterError(f"--quality applies to the lossy formats ({', '.join(LOSSY)}), not {fmt}")
+        if not 0.0 <= quality <= 1.0:
+            raise ParameterError(f"--quality {quality:g} is invalid; expected a number from 0 to 1")
+
+
+def check_format_limits(fmt: str, channels: int, sample_rate: int) -> None:
+    """Refuse, before separating, audio that ``fmt`` cannot hold (channels, Opus rates)."""
+    if channels > MAX_CHANNELS[fmt]:
+        raise ParameterError(
+            f"--format {fmt} holds at most {MAX_CHANNELS[fmt]} channel(s); these sources have {channels}: "
+            "use --format wav" + (" or --no-images" if fmt == "mp3" else "")
+        )
+    if fmt == "opus" and sample_rate not in OPUS_RATES:
+        rates = ", ".join(str(r // 1000) for r in OPUS_RATES)
+        raise ParameterError(
+            f"--format opus takes only {rates} kHz; this input is {sample_rate} Hz: add --sr 48000 "
+            "(or 16000) to resample it"
+        )
 
 
 def write_audio(
@@ -147,15 +173,23 @@ def write_audio(
     *,
     fmt: str = "wav",
     subtype: str = DEFAULT_SUBTYPE,
+    quality: float | None = None,
 ) -> None:
-    """Encode ``(n_channels, n_samples)`` audio to ``path``; refuse to clip PCM silently.
+    """Encode ``(n_channels, n_samples)`` audio to ``path``; refuse to clip silently.
 
-    Atomicity is the caller's: :class:`demix.outputs.RunFolder` writes to a staged name and
-    renames it into place once every output of a run is written.
+    Lossy formats use their codec (``subtype`` is ignored) at ``quality`` from 0 (smallest) to 1
+    (best), libsndfile's default when None. Atomicity is the caller's:
+    :class:`demix.outputs.RunFolder` writes to a staged name and renames it into place once every
+    output of a run is written.
     """
     data = np.atleast_2d(data)
-    if subtype != "FLOAT" and np.max(np.abs(data), initial=0.0) > 1.0:
+    if (subtype != "FLOAT" or fmt in LOSSY) and np.max(np.abs(data), initial=0.0) > 1.0:
         raise AudioError(f"{Path(path).name}: samples exceed full scale; refusing to clip")
+    if fmt in LOSSY:
+        container, codec = LOSSY[fmt]
+        level = None if quality is None else 1.0 - quality
+        sf.write(path, data.T, sample_rate, subtype=codec, format=container, compression_level=level)
+        return
     sf.write(path, data.T, sample_rate, subtype=subtype, format=fmt.upper())
 
 

@@ -485,3 +485,32 @@ def _check_output(dest: Path, force: bool) -> None:
         raise OutputError(f"output {dest} is a folder")
     if dest.exists() and not force:
         raise OutputError(f"output {dest} already exists; use --force to replace it")
+
+
+def convert_file(
+    source: Path, out: Path, conversion: Conversion, *, force: bool = False, ffmpeg: Ffmpeg | None = None
+) -> Fetched:
+    """``demix fetch LOCAL_FILE``: convert (and cut) a local audio or video file to a float32 WAV.
+
+    The same conversion as for a download, sample-accurate from ``conversion.start`` (ffmpeg
+    seeks in the file); ``out`` is a ``.wav`` file or a folder for ``<stem>.wav``. The source is
+    never written over, and the WAV is written atomically.
+    """
+    if not source.is_file():
+        raise ParameterError(f"{source}: no such file (and not an http:// or https:// URL)")
+    dest = output_target(out) or out / f"{safe_name(source.stem)}.wav"
+    if dest.exists() and dest.resolve() == source.resolve():
+        raise OutputError(f"output {dest} is the input itself; choose another name")
+    _check_output(dest, force)
+    ffmpeg = ffmpeg or find_ffmpeg()
+    write_atomically(dest, lambda tmp: convert(ffmpeg, source, tmp, conversion, str(source), seek=True))
+    rate, channels, frames = probe(dest)
+    wanted = None if conversion.end is None else round((conversion.end - (conversion.start or 0.0)) * rate)
+    if frames == 0 or (wanted is not None and frames < wanted):
+        dest.unlink()
+        raise ParameterError(
+            f"--start/--end {conversion.start or 0:g}-{conversion.end or 0:g} s lies outside {source} "
+            f"({frames / rate:.3f} s of it were there)"
+        )
+    media = Media(url=str(source), id=safe_name(source.stem), title=source.stem, extractor="local file")
+    return Fetched(media=media, path=dest, sample_rate=rate, channels=channels, frames=frames, cached=False)

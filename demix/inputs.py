@@ -9,11 +9,15 @@ from typing import Protocol
 
 from demix.audio import AUDIO_EXTENSIONS
 from demix.errors import ParameterError
-from demix.fetch import check_url, looks_like_url
+from demix.fetch import check_url, looks_like_url, url_stem
 from demix.outputs import safe_name
 
 Input = Path | str
-"""A local audio file, or an http(s) URL (kept as ``str``) that the pipeline fetches at load time."""
+"""A local audio file, an http(s) URL (kept as ``str``) that the pipeline fetches at load time,
+or :data:`STDIN`."""
+
+STDIN = "-"
+"""The input spec for audio piped on standard input (any format :func:`demix.audio.read_audio` reads)."""
 
 
 class Named(Protocol):
@@ -47,6 +51,11 @@ def expand_sources(specs: Sequence[str]) -> list[Input]:
     """
     found: list[Input] = []
     for spec in specs:
+        if spec == STDIN:
+            if STDIN in found:
+                raise ParameterError("standard input (-) can be read only once")
+            found.append(STDIN)
+            continue
         matches: list[Input] = [check_url(spec)] if _is_url(spec) else list(_expand(spec))
         found.extend(m for m in matches if m not in found)
     if not found:
@@ -57,6 +66,36 @@ def expand_sources(specs: Sequence[str]) -> list[Input]:
 def label(item: Input) -> str:
     """How an input is shown in progress bars: a file's name, or the URL."""
     return item.name if isinstance(item, Path) else item
+
+
+def input_stem(item: Input) -> str:
+    """The ``{input}`` of naming templates: a file's stem, ``stdin``, or a URL's safe name."""
+    if isinstance(item, Path):
+        return safe_name(item.stem)
+    return "stdin" if item == STDIN else url_stem(item)
+
+
+def stdin_file() -> Path:
+    """Standard input, read once into a private temporary file (removed at exit); its path."""
+    global _stdin_path
+    if _stdin_path is None:
+        import atexit
+        import shutil
+        import sys
+        import tempfile
+
+        folder = Path(tempfile.mkdtemp(prefix="demix-stdin-"))
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        path = folder / "stdin"
+        with path.open("wb") as handle:
+            shutil.copyfileobj(sys.stdin.buffer, handle, 1 << 20)
+        if path.stat().st_size == 0:
+            raise ParameterError("standard input (-) is empty: pipe an audio file into demix")
+        _stdin_path = path
+    return _stdin_path
+
+
+_stdin_path: Path | None = None
 
 
 def _expand(spec: str) -> list[Path]:
@@ -80,17 +119,38 @@ def _is_url(spec: str) -> bool:
     return looks_like_url(spec) and not Path(spec).exists()
 
 
-def run_folders(inputs: Sequence[Named], out: Path) -> list[Path]:
-    """One input: ``out`` itself. Several: ``out/<stem>/``, with ``_2``, ``_3`` … on a clash.
+DEFAULT_FOLDER_TEMPLATE = "{input}"
+
+
+def check_folder_template(template: str) -> None:
+    """Refuse a run-folder template with unknown fields, or one that puts every run in one folder."""
+    import string
+
+    try:
+        fields = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+    except ValueError as exc:
+        raise ParameterError(f"--folder {template!r} is not a valid template ({exc})") from None
+    if fields - {"input", "index"}:
+        raise ParameterError(f"--folder {template!r}: expected the fields {{input}} and {{index}} only")
+    if not fields:
+        raise ParameterError(
+            f"--folder {template!r} would put every run in one folder; use {{input}} or {{index}}"
+        )
+
+
+def run_folders(inputs: Sequence[Named], out: Path, template: str = DEFAULT_FOLDER_TEMPLATE) -> list[Path]:
+    """One input: ``out`` itself. Several: ``out/<template>/`` (``{input}``: the stem; ``{index}``:
+    1-based position), with ``_2``, ``_3`` … on a clash.
 
     A URL's stem is its title and id (:attr:`demix.fetch.Media.stem`), known once it is fetched.
     """
     if len(inputs) == 1:
         return [out]
+    check_folder_template(template)
     taken: set[str] = set()
     folders = []
-    for item in inputs:
-        stem = safe_name(item.stem)
+    for index, item in enumerate(inputs, start=1):
+        stem = safe_name(template.format(input=item.stem, index=index))
         name, k = stem, 1
         while name.lower() in taken:
             k += 1

@@ -17,10 +17,20 @@ from demix.errors import ParameterError
 from demix.outputs import RunFolder
 from demix.post import Scale
 
+#: Fields a file-name template may use: the input's stem, the source's name, its 1-based index
+#: in the written order, and the format's extension.
+TEMPLATE_FIELDS = ("input", "source", "index", "ext")
+DEFAULT_FILE_TEMPLATE = "{source}.{ext}"
+
 
 @dataclass(frozen=True)
 class WriteOptions:
-    """How results are written: format, scale, reference microphone, overwrite policy."""
+    """How inputs are read and results written: section, rate, format, scale, layout, names.
+
+    ``start``/``duration`` (seconds) read one section of every input; ``images`` None lets the
+    pipeline decide (stereo in, stereo stems out for linear methods); ``file_template`` names
+    each source's file from :data:`TEMPLATE_FIELDS`.
+    """
 
     fmt: str = "wav"
     subtype: str = audio.DEFAULT_SUBTYPE
@@ -28,15 +38,50 @@ class WriteOptions:
     ref_channel: int = 0
     force: bool = False
     sample_rate: int | None = None
+    start: float = 0.0
+    duration: float | None = None
+    images: bool | None = None
+    quality: float | None = None
+    file_template: str = DEFAULT_FILE_TEMPLATE
 
     def validate(self) -> None:
-        audio.validate_output_format(self.fmt, self.subtype)
+        audio.validate_output_format(self.fmt, self.subtype, self.quality)
         if self.scale == "unit" and self.subtype != "FLOAT":
             raise ParameterError(
                 "--scale unit writes unit-variance sources above full scale; it needs --subtype FLOAT"
             )
+        if self.scale == "unit" and self.images:
+            raise ParameterError("--images writes sources as the microphones heard them; --scale unit cannot")
         if self.ref_channel < 0:
             raise ParameterError(f"--ref-channel must be ≥ 0, got {self.ref_channel}")
+        check_template("--name", self.file_template, per_source=True)
+
+    def file_name(self, input_stem: str, source: str, index: int) -> str:
+        """The file a source is written to, from :attr:`file_template`."""
+        return self.file_template.format(input=input_stem, source=source, index=index, ext=self.fmt)
+
+
+def check_template(option: str, template: str, *, per_source: bool) -> None:
+    """Refuse a naming template with unknown fields, path separators, or one that names every
+    source (``per_source``) the same."""
+    import string
+
+    try:
+        fields = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+    except ValueError as exc:
+        raise ParameterError(f"{option} {template!r} is not a valid template ({exc})") from None
+    unknown = fields - set(TEMPLATE_FIELDS)
+    if unknown:
+        known = ", ".join("{" + f + "}" for f in TEMPLATE_FIELDS)
+        raise ParameterError(f"{option} {template!r} uses {sorted(unknown)[0]!r}; expected fields {known}")
+    if per_source and not fields & {"source", "index"}:
+        raise ParameterError(
+            f"{option} {template!r} would give every source the same file; use {{source}} or {{index}}"
+        )
+    if per_source and ("/" in template or "\\" in template or template.strip(". ") == ""):
+        raise ParameterError(
+            f"{option} {template!r} must name a file inside the run folder (no path separators)"
+        )
 
 
 @dataclass(frozen=True)
@@ -60,5 +105,7 @@ def stage_audio(run: RunFolder, file: str, data: np.ndarray, rate: int, options:
     """Stage ``data`` as ``file`` in the run folder, in the format the options ask for."""
     run.stage(
         file,
-        lambda tmp: audio.write_audio(tmp, data, rate, fmt=options.fmt, subtype=options.subtype),
+        lambda tmp: audio.write_audio(
+            tmp, data, rate, fmt=options.fmt, subtype=options.subtype, quality=options.quality
+        ),
     )

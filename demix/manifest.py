@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -81,3 +82,29 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     if not isinstance(data, dict) or "command" not in data:
         raise ParameterError(f"{path} is not a demix manifest")
     return data
+
+
+def runs_document(
+    runs: list[dict[str, Any]], failures: Sequence[tuple[str, Exception]] | None = None
+) -> dict[str, Any]:
+    """What ``--json`` prints for any number of inputs: ``{"runs": [record…], "summary": …}``.
+
+    Every command that writes run folders (or files: ``fetch``) prints this one shape; each
+    record carries its ``folder``; the summary lists the inputs that succeeded, the ones that
+    failed with their error, and the ones skipped. Schema: ``demix/schemas/runs.schema.json``.
+    """
+    return {
+        "runs": runs,
+        "summary": {
+            "succeeded": [_input_of(run) for run in runs],
+            "failed": [{"path": path, "error": str(exc)} for path, exc in failures or []],
+            "skipped": [],
+        },
+    }
+
+
+def _input_of(run: dict[str, Any]) -> str:
+    inputs = run.get("inputs")
+    if inputs:
+        return str(inputs[0].get("url", inputs[0]["path"]))
+    return str(run.get("url") or run.get("folder"))

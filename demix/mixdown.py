@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from demix import audio
-from demix.checks import audible
+from demix.checks import audible, format_limits
 from demix.errors import ParameterError
 from demix.jobs import WriteOptions, stage_audio
 from demix.manifest import clean, input_record, matrix, new_manifest, output_record
@@ -48,6 +48,11 @@ def build_mix(
     gain scales mixture, references and noise together when the mixture would clip.
     """
     options.validate()
+    if options.fmt in audio.LOSSY:
+        raise ParameterError(
+            f"--format {options.fmt}: a mix folder is a known truth (mixture = sum of references); "
+            "a lossy codec would break it: use wav or flac"
+        )
     if len(sources) < 2:
         raise ParameterError(f"demix mix needs at least 2 source files, got {len(sources)}")
     if snr_db is not None and not np.isfinite(snr_db):
@@ -56,6 +61,7 @@ def build_mix(
     rng = np.random.default_rng(seed)
     n_src = len(sources)
     model = spatial if spatial is not None else _instantaneous_matrix(A, n_channels, n_src, rng)
+    format_limits(options.fmt, model.n_mics if isinstance(model, RoomSpec) else 2 if spatial else len(model))
     if spatial is not None and A is not None:
         raise ParameterError(
             "--matrix is for instantaneous mixtures; it cannot be combined with --room or --pan"
@@ -95,6 +101,7 @@ def build_mix(
         files.append(("references/noise", "noise", noise))
 
     manifest = new_manifest("mix", params)
+    manifest["folder"] = str(folder)
     manifest["inputs"] = [
         input_record(path, Signal(s[None, :length], rate)) for path, s in zip(sources, signals, strict=True)
     ]

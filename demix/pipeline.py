@@ -22,13 +22,14 @@ import numpy as np
 from demix import audio
 from demix.errors import DemixError, FetchError, ParameterError
 from demix.fetch import Log, ProgressHook, fetch_audio, url_stem
-from demix.inputs import Input, Named, run_folders
+from demix.inputs import DEFAULT_FOLDER_TEMPLATE, STDIN, Input, Named, input_stem, run_folders, stdin_file
 from demix.jobs import Job, WriteOptions, stage_audio
 from demix.manifest import clean, input_record, new_manifest, output_record
 from demix.methods.nmf_separate import LearnBasesParams
+from demix.model_fit import check_model_fit
 from demix.outputs import RunFolder, check_run_folder
 from demix.post import excess_kurtosis, finish, run_gain
-from demix.registry import method_spec
+from demix.registry import MethodSpec, method_spec
 from demix.types import Callback, Signal
 
 
@@ -47,6 +48,7 @@ def plan_folders(
     *,
     progress: ProgressHook | None = None,
     log: Log | None = None,
+    folder_template: str = DEFAULT_FOLDER_TEMPLATE,
 ) -> list[Path]:
     """Run folders for ``inputs``, with every URL input fetched into the cache first.
 
@@ -62,13 +64,16 @@ def plan_folders(
         if isinstance(item, Path):
             named.append(item)
             continue
+        if item == STDIN:
+            named.append(_Stem("stdin"))
+            continue
         try:
             named.append(fetch_audio(item, progress=progress, log=log).media)
         except FetchError:
             if len(inputs) == 1:
                 raise
             named.append(_Stem(url_stem(item)))
-    return run_folders(named, out)
+    return run_folders(named, out, folder_template)
 
 
 class _Stem(NamedTuple):
@@ -113,21 +118,20 @@ def run_job(job: Job, *, callback: Callback | None = None) -> dict[str, Any]:
     options = job.options
     timings: dict[str, float] = {}
     tic = time.perf_counter()
-    signal, record = load_input(job.source, options.sample_rate)
-    if not 0 <= options.ref_channel < signal.n_channels:
-        raise ParameterError(
-            f"--ref-channel {options.ref_channel} is out of range: "
-            f"{job.source} has {signal.n_channels} channel(s)"
-        )
+    signal, record = load_input(
+        job.source, options.sample_rate, start=options.start, duration=options.duration
+    )
+    images = _check_fit_to_run(spec, signal, job)
     timings["load_s"] = time.perf_counter() - tic
 
     tic = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         separation = spec.separate(signal.data, signal.sample_rate, job.params, callback)
+        finished = finish(separation, ref_channel=options.ref_channel, scale=options.scale, images=images)
+        fit = check_model_fit(separation, signal.sample_rate) if spec.model == "instantaneous" else None
     timings["separate_s"] = time.perf_counter() - tic
 
-    finished = finish(separation, ref_channel=options.ref_channel, scale=options.scale)
     order = [int(i) for i in finished.order]
     sources = finished.sources
     gain = 1.0 if options.scale == "unit" else run_gain([sources])
@@ -138,26 +142,35 @@ def run_job(job: Job, *, callback: Callback | None = None) -> dict[str, Any]:
     )
     facts = [separation.facts[i] for i in order] if separation.facts else [{} for _ in order]
     # Images (n_sources, n_channels, n_samples): kurtosis of their channel mean.
-    kurtosis = excess_kurtosis(sources if separation.layout == "mono" else sources.mean(axis=1))
+    kurtosis = excess_kurtosis(sources if finished.layout == "mono" else sources.mean(axis=1))
 
     manifest = new_manifest(
         job.command, {"method": spec.name, **params_record(job.params), **_write_record(options)}
     )
+    manifest["folder"] = str(job.folder)
     manifest["inputs"] = [record]
     tic = time.perf_counter()
     outputs = []
+    stem = input_stem(job.source)
     with RunFolder(job.folder) as run:
-        for name, source, fact, kurt, index in zip(names, sources, facts, kurtosis, order, strict=True):
+        for i, (name, source, fact, kurt, index) in enumerate(
+            zip(names, sources, facts, kurtosis, order, strict=True)
+        ):
             written = source * gain
-            file = f"{name}.{options.fmt}"
+            file = options.file_name(stem, name, i + 1)
             stage_audio(run, file, written, signal.sample_rate, options)
             outputs.append(
-                output_record(file, "source", written, kurtosis=round(kurt, 3), method_index=index, **fact)
+                output_record(
+                    file, "source", written, name=name, kurtosis=round(kurt, 3), method_index=index, **fact
+                )
             )
+        if len({o["file"] for o in outputs}) < len(outputs):
+            raise ParameterError(f"--name {options.file_template!r} gives two sources the same file name")
         timings["write_s"] = time.perf_counter() - tic
+        diagnostics = {**separation.diagnostics, **({"model_fit": fit} if fit is not None else {})}
         manifest.update(
             outputs=outputs,
-            layout=separation.layout,
+            layout=finished.layout,
             gain=gain,
             model=finished.model,
             convergence={
@@ -165,13 +178,41 @@ def run_job(job: Job, *, callback: Callback | None = None) -> dict[str, Any]:
                 "converged": separation.converged,
                 "final_change": separation.final_change,
             },
-            diagnostics=separation.diagnostics,
+            diagnostics=diagnostics,
             warnings=[str(w.message) for w in caught],
             timings={k: round(v, 4) for k, v in timings.items()},
         )
         manifest = clean(manifest)
         run.commit(manifest)
     return manifest
+
+
+def _check_fit_to_run(spec: MethodSpec, signal: Signal, job: Job) -> bool:
+    """Refuse, before separating, what this input cannot give; return whether to write images.
+
+    Linear methods need two channels; ``--ref-channel`` must exist; the output format must hold
+    the sources' channels and rate. Images (each source at every microphone) are written for
+    linear methods on stereo input unless asked otherwise, and always by masking methods.
+    """
+    options = job.options
+    channels = signal.n_channels
+    if channels < spec.min_channels:
+        raise ParameterError(
+            f"{job.source}: demix {spec.command} separates as many sources as there are channels and "
+            f"this input has {channels}; for a mono recording try `demix nmf`"
+        )
+    if not 0 <= options.ref_channel < channels:
+        raise ParameterError(
+            f"--ref-channel {options.ref_channel} is out of range: {job.source} has {channels} channel(s)"
+        )
+    if spec.model == "instantaneous":
+        images = (
+            options.images if options.images is not None else channels == 2 and options.scale == "reference"
+        )
+    else:
+        images = channels > 1
+    audio.check_format_limits(options.fmt, channels if images else 1, signal.sample_rate)
+    return images
 
 
 def params_record(params: Any) -> dict[str, Any]:
@@ -189,14 +230,28 @@ def _write_record(options: WriteOptions) -> dict[str, Any]:
     }
 
 
-def load_input(item: Input, sample_rate: int | None) -> tuple[Signal, dict[str, Any]]:
-    """Read a file, or fetch a URL (a cache hit once fetched) and read its WAV; and its record."""
-    if isinstance(item, Path):
-        signal = audio.read_audio(item, sample_rate=sample_rate)
-        return signal, input_record(item, signal)
-    fetched = fetch_audio(item)
-    signal = audio.read_audio(fetched.path, sample_rate=sample_rate)
-    return signal, {**input_record(fetched.path, signal), **fetched.media.record()}
+def load_input(
+    item: Input, sample_rate: int | None, *, start: float = 0.0, duration: float | None = None
+) -> tuple[Signal, dict[str, Any]]:
+    """Read a file (or its section), stdin (``-``), or a fetched URL's WAV; and its record.
+
+    The record names the section read (``start_s``, ``duration_s``, ``start_frame`` at the file's
+    rate) whenever one was asked for.
+    """
+    if item == STDIN:
+        path = stdin_file()
+        signal = audio.read_audio(path, sample_rate=sample_rate, start=start, duration=duration)
+        record = {**input_record(path, signal), "path": STDIN}
+    elif isinstance(item, Path):
+        signal = audio.read_audio(item, sample_rate=sample_rate, start=start, duration=duration)
+        record = input_record(item, signal)
+    else:
+        fetched = fetch_audio(item)
+        signal = audio.read_audio(fetched.path, sample_rate=sample_rate, start=start, duration=duration)
+        record = {**input_record(fetched.path, signal), **fetched.media.record()}
+    if start or duration is not None:
+        record.update(start_s=start, duration_s=signal.n_samples / signal.sample_rate)
+    return signal, record
 
 
 def learn_bases_file(

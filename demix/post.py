@@ -13,7 +13,7 @@ import numpy as np
 
 from demix.audio import PEAK_LIMIT
 from demix.errors import ParameterError
-from demix.types import Instantaneous, Separation
+from demix.types import Instantaneous, Layout, Separation
 
 Scale = Literal["reference", "unit"]
 
@@ -24,19 +24,23 @@ class Finished:
 
     ``order[i]`` is the index, in the method's output, of the ``i``-th written source: names and
     per-source facts are reordered with it. ``model`` is the manifest's record of the model in the
-    written scale (None for methods without one).
+    written scale (None for methods without one); ``layout`` says whether the sources are mono
+    or images.
     """
 
     sources: np.ndarray
     order: np.ndarray
     model: dict[str, Any] | None
+    layout: Layout
 
 
-def finish(separation: Separation, *, ref_channel: int, scale: Scale) -> Finished:
+def finish(separation: Separation, *, ref_channel: int, scale: Scale, images: bool = False) -> Finished:
     """Fix what the method left free, by the kind of its model, in one place.
 
     Instantaneous models are projected back onto ``ref_channel`` (or kept at unit variance) and
-    ordered loudest first there; sources without a model keep the method's scale and order.
+    ordered loudest first there; with ``images`` each source is written as every microphone
+    heard it, ``A[:, i] s_i`` (the images sum to the centred mixture when no channel was dropped).
+    Sources without a model keep the method's scale, layout and order.
     """
     model = separation.model
     if isinstance(model, Instantaneous):
@@ -50,8 +54,12 @@ def finish(separation: Separation, *, ref_channel: int, scale: Scale) -> Finishe
             "scale": scale,
             "ref_channel": ref_channel,
         }
-        return Finished(scaled.sources, scaled.order, record)
-    return Finished(separation.sources, np.arange(separation.n_sources), None)
+        sources = scaled.sources
+        if images:
+            # Column i of the scaled mixing is 1 at ref_channel: the image keeps the source's scale there.
+            sources = scaled.mixing.T[:, :, None] * sources[:, None, :]
+        return Finished(sources, scaled.order, record, "images" if images else "mono")
+    return Finished(separation.sources, np.arange(separation.n_sources), None, separation.layout)
 
 
 @dataclass(frozen=True)

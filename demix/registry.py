@@ -47,6 +47,9 @@ class MethodSpec:
         ``run(X, sample_rate, params, callback) -> Separation``.
     model : {"instantaneous", "none"}
         The kind of model its :class:`~demix.types.Separation` carries.
+    min_channels : int
+        Fewest input channels it can separate (2 for a linear unmixing: one channel gives one
+        "source", the input itself); fewer are refused before any work.
     streams : bool
         Whether it can fit on statistics accumulated block by block and apply its result block
         by block (bounded memory on long files). No method does yet.
@@ -57,6 +60,7 @@ class MethodSpec:
     params: type
     run: Runner
     model: ModelKind
+    min_channels: int = 1
     streams: bool = False
 
     def separate(self, X: np.ndarray, sample_rate: int, params: Any, callback: Callback | None) -> Separation:
@@ -69,10 +73,12 @@ class MethodSpec:
 METHODS: dict[str, MethodSpec] = {
     spec.name: spec
     for spec in (
-        MethodSpec("fastica", "ica", fastica.FastICAParams, fastica.separate, "instantaneous"),
-        MethodSpec("picard", "ica", picard.PicardParams, picard.separate, "instantaneous"),
-        MethodSpec("jade", "ica", jade.JadeParams, jade.separate, "instantaneous"),
-        MethodSpec("decorr", "decorr", sobi.DecorrParams, sobi.separate, "instantaneous"),
+        MethodSpec(
+            "fastica", "ica", fastica.FastICAParams, fastica.separate, "instantaneous", min_channels=2
+        ),
+        MethodSpec("picard", "ica", picard.PicardParams, picard.separate, "instantaneous", min_channels=2),
+        MethodSpec("jade", "ica", jade.JadeParams, jade.separate, "instantaneous", min_channels=2),
+        MethodSpec("decorr", "decorr", sobi.DecorrParams, sobi.separate, "instantaneous", min_channels=2),
         MethodSpec("nmf", "nmf", nmf_separate.NMFParams, nmf_separate.separate, "none"),
         MethodSpec("nmf-supervised", "nmf", SupervisedParams, separate_supervised, "none"),
         MethodSpec("duet", "duet", duet.DuetParams, duet.separate, "none"),

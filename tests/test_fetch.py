@@ -151,9 +151,12 @@ def run(*args: str | Path) -> tuple[int, str, str]:
 
 
 def fetch_json(*args: str | Path) -> dict:
+    """The one fetched file's record from ``fetch --json`` (a runs document with one run)."""
     code, out, err = run("fetch", *args, "--json")
     assert code == 0, err
-    return json.loads(out)
+    document = json.loads(out)
+    assert document["summary"]["failed"] == [] and len(document["runs"]) == 1
+    return document["runs"][0]
 
 
 def assert_one_line_error(code: int, err: str, *fragments: str) -> None:

@@ -77,7 +77,7 @@ def test_names_and_facts_follow_the_sources_into_their_final_order(tmp_path: Pat
         assert output["kurtosis"] == pytest.approx(excess_kurtosis(S[i][None])[0], abs=1e-3)
         assert np.corrcoef(written, S[i])[0, 1] > 0.9999
     assert [o["method_index"] for o in manifest["outputs"]] == [2, 1, 0]
-    assert manifest["diagnostics"] == {"run_level": 1}
+    assert manifest["diagnostics"]["run_level"] == 1 and manifest["diagnostics"]["model_fit"]["fits"]
     assert manifest["params"] == {"method": "tagging", "seed": 0, "ref_channel": 1, "scale": "reference",
                                   "format": "wav", "subtype": "FLOAT", "sr": None}  # fmt: skip
     assert json.loads((tmp_path / "out" / "demix.json").read_text()) == manifest
@@ -97,7 +97,8 @@ def test_facts_of_real_methods_follow_their_files(tmp_path: Path, method: str, p
     S = np.stack(voices)
     A = np.array([[1.0, 0.6], [0.3, 1.0]]) if method != "decorr" else np.array([[0.2, 1.0], [1.0, 0.4]])
     path = write_wav(tmp_path / "x.wav", A @ S * 0.5)
-    manifest = run_job(Job("t", method, params, path, tmp_path / "o", WriteOptions(subtype="FLOAT")))
+    options = WriteOptions(subtype="FLOAT", images=False)  # mono files: one kurtosis per file
+    manifest = run_job(Job("t", method, params, path, tmp_path / "o", options))
     outputs = manifest["outputs"]
     assert sorted(o["method_index"] for o in outputs) == [0, 1]
     for output in outputs:

@@ -21,7 +21,18 @@ from rich.progress import (
 
 from demix.cli import options as opt
 from demix.cli.console import Reporter, handle_errors
-from demix.fetch import Conversion, FetchProgress, ProgressHook, fetch_to_file, find_ffmpeg, parse_time
+from demix.errors import ParameterError
+from demix.fetch import (
+    Conversion,
+    FetchProgress,
+    ProgressHook,
+    convert_file,
+    fetch_to_file,
+    find_ffmpeg,
+    looks_like_url,
+    parse_time,
+)
+from demix.manifest import runs_document
 
 _TIME = "seconds (90) or [hh:]mm:ss (1:30); only the section is downloaded"
 
@@ -30,7 +41,10 @@ _TIME = "seconds (90) or [hh:]mm:ss (1:30); only the section is downloaded"
 def fetch(
     url: Annotated[
         str,
-        typer.Argument(help="http(s) URL: a page yt-dlp knows (YouTube, …) or a link to audio or video."),
+        typer.Argument(
+            help="http(s) URL (a page yt-dlp knows, or a link to audio or video), or a local audio or "
+            "video file to convert and cut."
+        ),
     ],
     out: Annotated[
         Path,
@@ -45,6 +59,10 @@ def fetch(
     ] = None,
     start: Annotated[str | None, typer.Option("--start", help=f"Start at, in {_TIME}.")] = None,
     end: Annotated[str | None, typer.Option("--end", help=f"End at, in {_TIME}.")] = None,
+    duration: Annotated[
+        str | None,
+        typer.Option("--duration", help="Section length, instead of --end: seconds or [hh:]mm:ss."),
+    ] = None,
     no_cache: Annotated[
         bool, typer.Option("--no-cache", help="Download afresh and keep nothing in the cache.")
     ] = False,
@@ -53,25 +71,38 @@ def fetch(
     quiet: opt.Quiet = False,
     verbose: opt.Verbose = False,
 ) -> None:
-    """Download a URL's best audio stream and convert it to WAV (32-bit float)."""
+    """Download a URL's best audio stream (or read a local file) and convert it to WAV (32-bit float)."""
     reporter = Reporter(json, quiet, verbose)
-    conversion = Conversion(sr, channels, parse_time(start, "--start"), parse_time(end, "--end"))
+    first = parse_time(start, "--start")
+    last = parse_time(end, "--end")
+    length = parse_time(duration, "--duration")
+    if length is not None:
+        if last is not None:
+            raise ParameterError("--end and --duration both say where the section ends; give one")
+        if length <= 0:
+            raise ParameterError(f"--duration {duration} must be longer than 0 s")
+        last = (first or 0.0) + length
+    conversion = Conversion(sr, channels, first, last)
     conversion.validate()
     ffmpeg = find_ffmpeg()
     reporter.info(f"ffmpeg: {ffmpeg.path} ({ffmpeg.source})")
-    with download_bar(reporter) as progress:
-        fetched = fetch_to_file(
-            url,
-            out,
-            conversion,
-            force=force,
-            use_cache=not no_cache,
-            ffmpeg=ffmpeg,
-            progress=progress,
-            log=reporter.info,
-        )
+    if not looks_like_url(url):
+        fetched = convert_file(Path(url), out, conversion, force=force, ffmpeg=ffmpeg)
+    else:
+        with download_bar(reporter) as progress:
+            fetched = fetch_to_file(
+                url,
+                out,
+                conversion,
+                force=force,
+                use_cache=not no_cache,
+                ffmpeg=ffmpeg,
+                progress=progress,
+                log=reporter.info,
+            )
     result = {
         **fetched.media.record(),
+        "folder": str(fetched.path.parent),
         "file": str(fetched.path),
         "sample_rate": fetched.sample_rate,
         "channels": fetched.channels,
@@ -83,7 +114,7 @@ def fetch(
         "ffmpeg": {"path": ffmpeg.path, "source": ffmpeg.source},
     }
     if reporter.json_mode:
-        reporter.emit_json(result)
+        reporter.emit_json(runs_document([result]))
     elif reporter.shows_tables:
         origin = "from the cache" if fetched.cached else "downloaded"
         reporter.out.print(

@@ -12,6 +12,7 @@ from rich.table import Table
 from demix.cli import options as opt
 from demix.cli.console import Reporter, handle_errors
 from demix.errors import ParameterError
+from demix.manifest import runs_document
 
 identify_app = typer.Typer(
     name="identify",
@@ -112,7 +113,16 @@ def label(
             record["renamed_to"] = str(result.path.with_name(new))
     payload = {"model": str(model_file), "labels": list(model.labels), **settings, "files": records}
     if reporter.json_mode:
-        reporter.emit_json(payload)
+        folders = dict.fromkeys(str(Path(r["file"]).parent) for r in records)
+        runs = [
+            {
+                **payload,
+                "folder": folder,
+                "files": [r for r in records if str(Path(r["file"]).parent) == folder],
+            }
+            for folder in folders
+        ]
+        reporter.emit_json(runs_document(runs))
     elif reporter.shows_tables:
         _show_labels(reporter, payload)
 

@@ -11,6 +11,7 @@ from demix.cli import options as opt
 from demix.cli.console import Reporter, handle_errors
 from demix.inputs import expand_inputs
 from demix.jobs import WriteOptions
+from demix.manifest import runs_document
 from demix.mixdown import MAX_CHANNELS, build_mix, spatial_spec
 from demix.mixing import parse_matrix
 
@@ -181,7 +182,7 @@ def mix(
     )
     reporter.timings(manifest.get("timings", {}))
     if reporter.json_mode:
-        reporter.emit_json(manifest)
+        reporter.emit_json(runs_document([manifest]))
     elif reporter.shows_tables:
         _print_summary(reporter, manifest, out)
 

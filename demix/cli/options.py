@@ -170,6 +170,42 @@ Sparsity = Annotated[
     typer.Option("--sparsity", min=0.0, max=1e6, callback=finite, help="L1 penalty on the activations."),
 ]
 
+Start = Annotated[
+    str | None,
+    typer.Option(
+        "--start", help="Separate from this time on: seconds (90) or [hh:]mm:ss[.ms]; only that part is read."
+    ),
+]
+Duration = Annotated[
+    str | None,
+    typer.Option(
+        "--duration", help="Separate this long a section: seconds or [hh:]mm:ss[.ms] (default: to the end)."
+    ),
+]
+Images = Annotated[
+    bool | None,
+    typer.Option(
+        "--images/--no-images",
+        help="Write each source as every microphone heard it (one channel per microphone) or as the "
+        "--ref-channel microphone heard it [default: images for stereo input].",
+        show_default=False,
+    ),
+]
+Quality = Annotated[
+    float | None,
+    typer.Option(
+        "--quality", min=0.0, max=1.0, help="ogg, opus, mp3: encoder quality from 0 (smallest) to 1 (best)."
+    ),
+]
+FileTemplate = Annotated[
+    str,
+    typer.Option("--name", help="File name of each source: {source} {index} {input} {ext}."),
+]
+FolderTemplate = Annotated[
+    str,
+    typer.Option("--folder", help="Several inputs: each run folder's name under -o: {input} {index}."),
+]
+
 
 # ---------------------------------------------------------------------------------------------
 # Help conventions for every registered command (including ones added later)

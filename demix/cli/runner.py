@@ -14,6 +14,7 @@ from demix.cli.shared import Shared
 from demix.errors import DemixError
 from demix.inputs import Input, expand_sources, label
 from demix.jobs import Job
+from demix.manifest import runs_document
 from demix.pipeline import plan_folders, separate_batch
 from demix.registry import method_spec
 
@@ -34,7 +35,9 @@ def run_separation(
     reporter = shared.reporter
     inputs = expand_sources(specs)
     with download_bar(reporter) as progress:
-        folders = plan_folders(inputs, out, options, progress=progress, log=reporter.info)
+        folders = plan_folders(
+            inputs, out, options, progress=progress, log=reporter.info, folder_template=shared.folder
+        )
     jobs = [
         Job(command=command, method=method, params=params, source=item, folder=folder, options=options)
         for item, folder in zip(inputs, folders, strict=True)
@@ -53,15 +56,7 @@ def run_separation(
     with reporter.progress(command) as bar:
         result = separate_batch(jobs, progress=lambda item: bar(label(item)), on_done=on_done)
     if reporter.json_mode:
-        if len(inputs) == 1:
-            reporter.emit_json(result.manifests[0])
-        else:
-            reporter.emit_json(
-                {
-                    "runs": result.manifests,
-                    "summary": _summary(result.manifests, result.failures),
-                }
-            )
+        reporter.emit_json(runs_document(result.manifests, result.failures))
     if reporter.shows_tables:  # stdout waits until the progress bar on stderr is gone
         for item, manifest in finished:
             _show_run(reporter, item, folders[inputs.index(item)], manifest)
@@ -72,13 +67,6 @@ def run_separation(
     if shared.strict and not all(m["convergence"]["converged"] for m in result.manifests):
         reporter.error("did not converge (--strict); raise --max-iter or --tol")
         raise typer.Exit(EXIT_NOT_CONVERGED)
-
-
-def _summary(manifests: list[dict[str, Any]], failures: list[tuple[str, DemixError]]) -> dict[str, Any]:
-    return {
-        "succeeded": [m["inputs"][0].get("url", m["inputs"][0]["path"]) for m in manifests],
-        "failed": [{"path": path, "error": str(exc)} for path, exc in failures],
-    }
 
 
 def _show_run(reporter: Reporter, path: Input, folder: Path, manifest: dict[str, Any]) -> None:

@@ -16,7 +16,9 @@ from typing import Any
 from demix.audio import DEFAULT_SUBTYPE
 from demix.cli import options as opt
 from demix.cli.console import Reporter, translated_errors
-from demix.jobs import WriteOptions
+from demix.fetch import parse_time
+from demix.inputs import DEFAULT_FOLDER_TEMPLATE
+from demix.jobs import DEFAULT_FILE_TEMPLATE, WriteOptions
 
 
 @dataclass(frozen=True)
@@ -25,7 +27,13 @@ class Shared:
 
     fmt: opt.Format = "wav"
     subtype: opt.Subtype = DEFAULT_SUBTYPE
+    quality: opt.Quality = None
     sr: opt.SampleRate = None
+    start: opt.Start = None
+    duration: opt.Duration = None
+    images: opt.Images = None
+    name: opt.FileTemplate = DEFAULT_FILE_TEMPLATE
+    folder: opt.FolderTemplate = DEFAULT_FOLDER_TEMPLATE
     force: opt.Force = False
     strict: opt.Strict = False
     json: opt.Json = False
@@ -44,6 +52,11 @@ class Shared:
             ref_channel=ref_channel,
             force=self.force,
             sample_rate=self.sr,
+            start=parse_time(self.start, "--start") or 0.0,
+            duration=parse_time(self.duration, "--duration"),
+            images=self.images,
+            quality=self.quality,
+            file_template=self.name,
         )
 
 
