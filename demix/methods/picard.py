@@ -320,6 +320,8 @@ def picard(
         W = _random_rotation(rng, Z.shape[0])
         solver = _Solver(ortho, extended, m, lambda_min, ls_tries, callback, max_iter)
         warm = _warm_subsample(Z, rng)
+        if ortho:
+            W = fastica_steps(W, _Data.of(Z if warm is None else warm), FASTICA_STEPS)
         if warm is not None:
             W = solver.run(warm, W, max(tol, _WARM_TOL))
         n_warm = solver.n_iter
@@ -340,6 +342,7 @@ def picard(
         "warm_start_samples": 0 if warm is None else int(warm.shape[1]),
         "n_iter_warm_start": n_warm,
         "line_search_failures": solver.failures,
+        "fastica_steps": FASTICA_STEPS if ortho else 0,
     }
     return ICAResult(
         unmixing=U,
@@ -498,6 +501,29 @@ def _statistics(W: np.ndarray, data: _Data, diagonal: bool) -> _Stats:
         tanh_y_sq=tysq / T,
         yy=W @ data.cov @ W.T,
     )
+
+
+#: Symmetric FastICA steps that start the orthogonal mode. From a random rotation they reach the
+#: basin faster than L-BFGS does (measured, Picard-O iterations from 4 seeds, without -> with 5
+#: steps: 3.5 s LibriSpeech clips 10.0 -> 4.5 and 7.2 -> 2.0; 2 voices + tone + uniform, 5 s:
+#: 12.0 -> 1.5); a step costs less than a Picard pass. The unconstrained mode gains nothing from
+#: them (14.8 -> 12.8, 14.8 -> 17.5, 14.2 -> 14.0), so it starts from the rotation itself.
+FASTICA_STEPS = 5
+
+
+def fastica_steps(W: np.ndarray, data: _Data, steps: int) -> np.ndarray:
+    """``steps`` symmetric FastICA iterations (``g = tanh``) from the orthogonal ``W``.
+
+    ``W^+ = E{g(W z) z^T} - diag(E{g'(W z)}) W`` then ``W <- (W^+ W^{+T})^{-1/2} W^+``; the
+    statistics come from the same fused pass as Picard's (``E{g(y) z^T} = E{g(y) y^T} W`` for an
+    orthogonal ``W``). ``tanh`` serves sub- and super-Gaussian sources alike here.
+    """
+    for _ in range(steps):
+        st = _statistics(W, data, False)
+        W_new = st.tanh_y @ W - (1.0 - st.tanh_sq)[:, None] * W
+        s, u = np.linalg.eigh(W_new @ W_new.T)
+        W = (u / np.sqrt(np.clip(s, np.finfo(float).tiny, None))) @ u.T @ W_new
+    return W
 
 
 def _cross(t: np.ndarray, z: np.ndarray) -> np.ndarray:
