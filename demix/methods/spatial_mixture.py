@@ -67,7 +67,7 @@ import numpy as np
 from demix.methods.duet_features import BinFeatures
 from demix.types import Callback, IterInfo
 
-__all__ = ["MixtureFit", "fit_spatial_mixture", "posteriors"]
+__all__ = ["SUPPORT_ENERGY", "MixtureFit", "fit_spatial_mixture"]
 
 # Bounds of the spread ε (1 is a uniform direction; the floor keeps the log-likelihood finite).
 EPS_MIN = 1e-3
@@ -77,6 +77,10 @@ EPS_INIT = 0.05
 PRIOR_FLOOR = 1e-3
 # Delay grid step for the M-step search, in samples (then refined by a parabola).
 DELAY_GRID = 0.125
+# EM runs on the loudest bins that together hold this share of the mixture's energy (17-22 % of
+# the bins of speech mixtures: 4-5x faster, the pans and delays the same to 0.1° and 0.01 sample);
+# the posteriors of every bin are computed once at the end.
+SUPPORT_ENERGY = 0.99
 
 
 @dataclass(frozen=True)
@@ -94,9 +98,10 @@ class MixtureFit:
     priors : ndarray, (K, N)
         Mixture weights per frame.
     posterior : ndarray, (K, F, N)
-        :math:`\\gamma_{kb}`, summing to one over the components.
+        :math:`\\gamma_{kb}` of every bin, summing to one over the components.
     log_likelihood : list of float
-        Energy-weighted mean log-likelihood per bin before the first iteration and after each.
+        Energy-weighted mean log-likelihood per bin of the EM support (the loudest bins holding
+        :data:`SUPPORT_ENERGY` of the energy), before the first iteration and after each.
     n_iter, converged, final_change
         Iterations run, whether the relative change fell below ``tol``, and the last change.
     """
@@ -112,47 +117,79 @@ class MixtureFit:
     final_change: float
 
 
-def _alignment(features: BinFeatures, pans: np.ndarray, delays: np.ndarray) -> np.ndarray:
-    """:math:`y_{kb} = |h_k^H z_b|^2`, ``(K, F, N)``."""
-    c, s = np.cos(pans)[:, None, None], np.sin(pans)[:, None, None]
-    phase = features.omega[None, :] * delays[:, None]  # (K, F)
-    rot_re, rot_im = np.cos(phase)[:, :, None], np.sin(phase)[:, :, None]
-    corr = features.cross.real[None] * rot_re - features.cross.imag[None] * rot_im
-    y = c * c * features.p0[None] + s * s * (1.0 - features.p0[None]) + 2.0 * c * s * corr
-    return np.clip(y, 0.0, 1.0)
+@dataclass(frozen=True)
+class _Bins:
+    """A set of bins, flattened: frequency and frame index, features and weight of each."""
+
+    f: np.ndarray
+    n: np.ndarray
+    p0: np.ndarray
+    cross_re: np.ndarray
+    cross_im: np.ndarray
+    w: np.ndarray
 
 
-def _log_joint(y: np.ndarray, spreads: np.ndarray, priors: np.ndarray) -> np.ndarray:
-    """:math:`\\log \\pi_k(n) + \\log p(z_b | k)` up to a constant, ``(K, F, N)``."""
-    eps = spreads[:, None, None]
-    return np.log(priors)[:, None, :] + np.log(eps) - 2.0 * np.log1p(-(1.0 - eps) * y)
+def _bins(features: BinFeatures, share: float | None) -> _Bins:
+    """All bins (``share=None``) or the loudest ones holding ``share`` of the energy."""
+    F, N = features.p0.shape
+    energy = features.energy.ravel()
+    if share is None:
+        idx = np.arange(F * N)
+    else:
+        order = np.argsort(energy)[::-1]
+        cumulative = np.cumsum(energy[order])
+        count = int(np.searchsorted(cumulative, share * cumulative[-1])) + 1
+        idx = np.sort(order[: min(count, len(order))])
+    cross = features.cross.ravel()[idx]
+    return _Bins(
+        f=idx // N,
+        n=idx % N,
+        p0=features.p0.ravel()[idx],
+        cross_re=np.ascontiguousarray(cross.real),
+        cross_im=np.ascontiguousarray(cross.imag),
+        w=energy[idx],
+    )
 
 
-def posteriors(
-    features: BinFeatures, pans: np.ndarray, delays: np.ndarray, spreads: np.ndarray, priors: np.ndarray
-) -> tuple[np.ndarray, float]:
-    """E-step: ``(posterior (K, F, N), weighted mean log-likelihood)`` for the given parameters."""
-    y = _alignment(features, pans, delays)
-    return _e_step(features, _log_joint(y, spreads, priors))
+def _alignment(bins: _Bins, omega: np.ndarray, pans: np.ndarray, delays: np.ndarray) -> np.ndarray:
+    """:math:`y_{kb} = |h_k^H z_b|^2`, ``(K, B)``."""
+    phase = np.outer(delays, omega)  # (K, F)
+    rot_re, rot_im = np.cos(phase)[:, bins.f], np.sin(phase)[:, bins.f]
+    c, s = np.cos(pans)[:, None], np.sin(pans)[:, None]
+    y = rot_re * bins.cross_re
+    y -= rot_im * bins.cross_im
+    y *= 2.0 * c * s
+    y += (c * c - s * s) * bins.p0 + s * s  # c² p0 + s² (1 - p0)
+    return np.clip(y, 0.0, 1.0, out=y)
 
 
-def _e_step(features: BinFeatures, log_joint: np.ndarray) -> tuple[np.ndarray, float]:
+def _log_joint(bins: _Bins, y: np.ndarray, spreads: np.ndarray, priors: np.ndarray) -> np.ndarray:
+    """:math:`\\log \\pi_k(n) + \\log p(z_b | k)` up to a constant, ``(K, B)``."""
+    eps = spreads[:, None]
+    out = np.log1p(-(1.0 - eps) * y)
+    out *= -2.0
+    out += np.log(priors)[:, bins.n] + np.log(eps)
+    return out
+
+
+def _e_step(bins: _Bins, log_joint: np.ndarray) -> tuple[np.ndarray, float]:
+    """Posteriors ``(K, B)`` (computed in place of ``log_joint``) and the weighted log-likelihood."""
     top = log_joint.max(axis=0)
-    gamma = np.exp(log_joint - top)
+    gamma = np.exp(log_joint - top, out=log_joint)
     total = gamma.sum(axis=0)
     gamma /= total
     log_lik = top + np.log(total)
-    w = features.energy
-    return gamma, float((w * log_lik).sum() / w.sum())
+    return gamma, float((bins.w * log_lik).sum() / bins.w.sum())
 
 
 def _fit_steering(
-    features: BinFeatures, beta: np.ndarray, delay_grid: np.ndarray, steer: np.ndarray
+    bins: _Bins, omega: np.ndarray, beta: np.ndarray, delay_grid: np.ndarray, steer: np.ndarray
 ) -> tuple[float, float]:
     """Pan (radians) and delay maximising :math:`\\sum_b \\beta_b y_b(\\theta, d)`."""
-    A0 = float((beta * features.p0).sum())
-    A1 = float((beta * (1.0 - features.p0)).sum())
-    Q = (beta * features.cross).sum(axis=1)  # (F,)
+    A0 = float(beta @ bins.p0)
+    A1 = float(beta.sum()) - A0
+    F = len(omega)
+    Q = np.bincount(bins.f, beta * bins.cross_re, F) + 1j * np.bincount(bins.f, beta * bins.cross_im, F)
     R = (Q @ steer).real  # R(d) on the grid
     j = int(np.argmax(R))
     delay = float(delay_grid[j])
@@ -160,19 +197,18 @@ def _fit_steering(
         den = R[j - 1] - 2.0 * R[j] + R[j + 1]
         if den < 0:
             delay += 0.5 * (R[j - 1] - R[j + 1]) / den * (delay_grid[1] - delay_grid[0])
-    r = float((Q * np.exp(1j * features.omega * delay)).sum().real)
+    r = float((Q * np.exp(1j * omega * delay)).sum().real)
     # With r < 0 the best pan in [0, 90°] is an end.
     two_theta = float(np.arctan2(r, 0.5 * (A0 - A1))) if r >= 0 else (0.0 if A0 >= A1 else np.pi)
     return 0.5 * two_theta, delay
 
 
 def _fit_spread(y: np.ndarray, weight: np.ndarray, eps: float) -> float:
-    along = weight * y / (y + (1.0 - y) / eps)
-    across = weight * (1.0 - y) / (y + (1.0 - y) / eps)
-    den = float(along.sum())
+    scale = weight / (y + (1.0 - y) / eps)
+    den = float(scale @ y)
     if den <= 0:
         return eps
-    return float(np.clip(across.sum() / den, EPS_MIN, EPS_MAX))
+    return float(np.clip((float(scale.sum()) - den) / den, EPS_MIN, EPS_MAX))
 
 
 def fit_spatial_mixture(
@@ -187,51 +223,59 @@ def fit_spatial_mixture(
 ) -> MixtureFit:
     """Fit the tied cACGMM by EM from initial pans (radians) and delays (samples).
 
-    Stops when the relative change of the weighted log-likelihood,
-    ``|L_t - L_{t-1}| / max(1, |L_t|)``, falls below ``tol``, or after ``max_iter`` iterations
-    (``max_iter = 0`` returns the posteriors of the initial parameters: plain DUET assignment).
-    Delays stay within ``±max_delay``.
+    EM runs on the loudest bins that hold :data:`SUPPORT_ENERGY` of the energy; it stops when the
+    relative change of their weighted log-likelihood, ``|L_t - L_{t-1}| / max(1, |L_t|)``, falls
+    below ``tol``, or after ``max_iter`` iterations (``max_iter = 0`` keeps the initial pans and
+    delays: plain DUET assignment). Delays stay within ``±max_delay``. The returned posterior
+    covers every bin.
     """
     K = len(pans)
-    N = features.p0.shape[1]
+    F, N = features.p0.shape
+    omega = features.omega
     pans = np.asarray(pans, dtype=np.float64).copy()
     delays = np.asarray(delays, dtype=np.float64).copy()
     spreads = np.full(K, EPS_INIT)
     priors = np.full((K, N), 1.0 / K)
     n_side = int(np.ceil(max_delay / DELAY_GRID))
     delay_grid = np.linspace(-max_delay, max_delay, 2 * max(1, n_side) + 1)
-    steer = np.exp(1j * np.outer(features.omega, delay_grid))  # (F, G)
-    w = features.energy
-    frame_energy = np.maximum(w.sum(axis=0), np.finfo(np.float64).tiny)
+    steer = np.exp(1j * np.outer(omega, delay_grid))  # (F, G)
+    bins = _bins(features, SUPPORT_ENERGY)
+    frame_energy = np.maximum(np.bincount(bins.n, bins.w, N), np.finfo(np.float64).tiny)
 
-    y = _alignment(features, pans, delays)
-    gamma, ll = _e_step(features, _log_joint(y, spreads, priors))
+    y = _alignment(bins, omega, pans, delays)
+    gamma, ll = _e_step(bins, _log_joint(bins, y, spreads, priors))
     history = [ll]
     change = np.inf
     n_iter = 0
     for n_iter in range(1, max_iter + 1):
+        wg = bins.w * gamma  # (K, B)
         for k in range(K):
-            wg = w * gamma[k]
-            beta = wg * 2.0 * (1.0 - spreads[k]) / (1.0 - (1.0 - spreads[k]) * y[k])
-            pans[k], delays[k] = _fit_steering(features, beta, delay_grid, steer)
-        y = _alignment(features, pans, delays)
+            beta = wg[k] * (2.0 * (1.0 - spreads[k])) / (1.0 - (1.0 - spreads[k]) * y[k])
+            pans[k], delays[k] = _fit_steering(bins, omega, beta, delay_grid, steer)
+        y = _alignment(bins, omega, pans, delays)
         for k in range(K):
-            spreads[k] = _fit_spread(y[k], w * gamma[k], spreads[k])
-        priors = np.maximum((w[None] * gamma).sum(axis=1) / frame_energy, PRIOR_FLOOR)
+            spreads[k] = _fit_spread(y[k], wg[k], spreads[k])
+        frame_mass = np.stack([np.bincount(bins.n, wg[k], N) for k in range(K)])
+        priors = np.maximum(frame_mass / frame_energy, PRIOR_FLOOR)
         priors /= priors.sum(axis=0, keepdims=True)
-        gamma, ll = _e_step(features, _log_joint(y, spreads, priors))
+        gamma, ll = _e_step(bins, _log_joint(bins, y, spreads, priors))
         change = abs(ll - history[-1]) / max(1.0, abs(ll))
         history.append(ll)
         if callback is not None:
             callback(IterInfo(iteration=n_iter, max_iter=max_iter, change=float(change)))
         if change < tol:
             break
+
+    delays = np.clip(delays, -max_delay, max_delay)
+    everything = _bins(features, None)
+    y = _alignment(everything, omega, pans, delays)
+    posterior, _ = _e_step(everything, _log_joint(everything, y, spreads, priors))
     return MixtureFit(
         pans=pans,
-        delays=np.clip(delays, -max_delay, max_delay),
+        delays=delays,
         spreads=spreads,
         priors=priors,
-        posterior=gamma,
+        posterior=posterior.reshape(K, F, N),
         log_likelihood=history,
         n_iter=n_iter,
         converged=bool(change < tol) or max_iter == 0,
