@@ -178,7 +178,7 @@ def test_median_over_a_varying_number_of_neighbours() -> None:
         ({"similar_frames": 0}, "--similar-frames"),
         ({"similar_frames": 2.5}, "--similar-frames"),
         ({"high_pass": -1.0}, "--high-pass"),
-        ({"high_pass": 9000.0}, "--high-pass"),  # at or above Nyquist (8 kHz)
+        ({"high_pass": 9000.0}, "--high-pass"),  # above Nyquist (8 kHz)
         ({"mask": "hard"}, "--mask"),
         ({"refine": "pca"}, "--refine"),
         ({"min_distance": float("nan")}, "--min-distance"),
@@ -198,3 +198,15 @@ def test_input_errors() -> None:
         repet(np.ones((1, 100)), 16000)
     with pytest.raises(ParameterError, match="n_channels, n_samples"):
         repet(np.ones(16000), 16000)
+
+
+def test_registry_runner_returns_named_stems(synthetic) -> None:
+    mixture, _, rate = synthetic
+    params = repet_module.RepetParams(n_fft=1024, hop=256)
+    sep = repet_module.separate(mixture, rate, params)
+    assert sep.layout == "mono" and sep.sources.shape == (2, mixture.shape[1])  # mono in: mono stems
+    assert sep.names == ("vocals", "accompaniment") and sep.model is None and len(sep.facts) == 2
+    stereo = repet_module.separate(np.vstack([mixture, 0.5 * mixture]), rate, params)
+    assert stereo.layout == "images" and stereo.sources.shape == (2, 2, mixture.shape[1])
+    with pytest.raises(ParameterError, match="--similar-frames"):
+        repet_module.RepetParams(similar_frames=0)

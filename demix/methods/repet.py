@@ -65,12 +65,22 @@ from typing import Any
 
 import numpy as np
 
+from demix import checks
 from demix.errors import ConvergenceWarning, ParameterError
 from demix.methods.nmf import beta_nmf
 from demix.spectral import apply_masks, magnitude, soft_masks, stft
-from demix.types import Callback, IterInfo
+from demix.types import Callback, IterInfo, Separation
 
-__all__ = ["CONTEXT_S", "MAX_SEARCH_S", "MIN_FIT", "PEAK_SPACING_S", "RepetResult", "repet"]
+__all__ = [
+    "CONTEXT_S",
+    "MAX_SEARCH_S",
+    "MIN_FIT",
+    "PEAK_SPACING_S",
+    "RepetParams",
+    "RepetResult",
+    "repet",
+    "separate",
+]
 
 NAMES = ("vocals", "accompaniment")
 CONTEXT_S = 0.5  # half-width of the diagonal context of the similarity
@@ -105,6 +115,8 @@ class RepetResult:
         NMF iterations of the refinement (0 without it).
     converged : bool
         Whether every NMF fit of the refinement reached its tolerance (True without it).
+    final_change : float
+        The largest relative objective change of the NMF fits' last iterations (0 without them).
     """
 
     stems: np.ndarray
@@ -113,42 +125,75 @@ class RepetResult:
     diagnostics: dict[str, Any] = field(default_factory=dict)
     n_iter: int = 0
     converged: bool = True
+    final_change: float = 0.0
 
 
-# --------------------------------------------------------------------------- validation
-def _int_option(option: str, value: object, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
-        raise ParameterError(f"{option} must be an integer >= {low}, got {value!r}")
-    return int(value)
+# --------------------------------------------------------------------------- parameters
+@dataclass(frozen=True)
+class RepetParams:
+    """Parameters of :func:`repet` (``demix repet``), validated on construction.
+
+    Attributes
+    ----------
+    similar_frames : int
+        ``k``, the most similar frames whose median models a frame's accompaniment
+        (``--similar-frames``).
+    min_distance : float
+        Seconds: a frame's neighbours are at least this far from it, so a held note is not
+        mistaken for its own repetition (``--min-distance``).
+    mask : {"soft", "binary"}
+        Ratio masks ``W / V``, or each bin to the larger model (``--mask``).
+    high_pass : float
+        Hz; below it the voice mask is zero, 0 disables (``--high-pass``; below Nyquist).
+    refine : {"none", "nmf"}
+        Average the REPET mask with the mask of KL-NMF models learnt from the two estimates
+        (``--refine``).
+    n_fft, hop : int
+        STFT size and hop in samples (``--n-fft``, ``--hop``).
+    max_iter, tol : int, float
+        Iterations and relative tolerance of each NMF fit of the refinement (``--max-iter``,
+        ``--tol``; 0 runs exactly ``max_iter`` without a convergence warning).
+    seed : int
+        Seed of the NMF initialisation; REPET itself is deterministic (``--seed``).
+    """
+
+    similar_frames: int = 20
+    min_distance: float = 0.5
+    mask: str = "soft"
+    high_pass: float = 100.0
+    refine: str = "none"
+    n_fft: int = 2048
+    hop: int = 512
+    max_iter: int = 200
+    tol: float = 1e-3
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        checks.integer("--similar-frames", self.similar_frames, low=1, high=1000)
+        checks.number("--min-distance", self.min_distance, low=0.0)
+        checks.choice("--mask", self.mask, ("soft", "binary"))
+        checks.number("--high-pass", self.high_pass, low=0.0)
+        checks.choice("--refine", self.refine, ("none", "nmf"))
+        n_fft = checks.integer("--n-fft", self.n_fft, low=16, high=65536)
+        checks.integer("--hop", self.hop, low=1, high=n_fft // 2)
+        checks.integer("--max-iter", self.max_iter, low=1)
+        checks.number("--tol", self.tol, low=0.0)
+        checks.integer("--seed", self.seed, low=0)
 
 
-def _float_option(option: str, value: object, low: float, high: float = math.inf) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float | np.floating):
-        raise ParameterError(f"{option} must be a number, got {value!r}")
-    if not (math.isfinite(value) and low <= value < high):
-        bound = f"in [{low:g}, {high:g})" if math.isfinite(high) else f">= {low:g}"
-        raise ParameterError(f"{option} must be {bound}, got {value!r}")
-    return float(value)
-
-
-def _choice(option: str, value: object, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise ParameterError(f"{option} must be one of {', '.join(choices)}, got {value!r}")
-    return str(value)
-
-
-def _check_input(X: object, sample_rate: object, n_fft: object, hop: object) -> np.ndarray:
-    _int_option("sample_rate", sample_rate, 1)
-    n_fft = _int_option("--n-fft", n_fft, 16)
-    hop = _int_option("--hop", hop, 1)
-    if hop > n_fft // 2:
-        raise ParameterError(f"--hop must be at most --n-fft // 2 = {n_fft // 2}, got {hop}")
+def _check_input(X: object, sample_rate: object, params: RepetParams) -> np.ndarray:
+    rate = checks.integer("sample_rate", sample_rate, low=1)
+    if params.high_pass >= rate / 2:
+        raise ParameterError(
+            f"--high-pass {params.high_pass:g} is invalid; expected a frequency below the input's "
+            f"Nyquist frequency {rate / 2:g} Hz"
+        )
     arr = np.asarray(X)
     if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
         raise ParameterError(f"the mixture must be a real (n_channels, n_samples) array, got {arr.shape}")
-    if arr.shape[1] < n_fft:
+    if arr.shape[1] < params.n_fft:
         raise ParameterError(
-            f"the input has {arr.shape[1]} samples, shorter than one frame (--n-fft {n_fft})"
+            f"the input has {arr.shape[1]} samples, shorter than one frame (--n-fft {params.n_fft})"
         )
     if not np.all(np.isfinite(arr)):
         raise ParameterError("the mixture contains NaN or inf samples")
@@ -315,7 +360,7 @@ def _median_model(V: np.ndarray, idx: np.ndarray, counts: np.ndarray) -> np.ndar
 # --------------------------------------------------------------------------- refinement
 def _nmf_masks(
     V: np.ndarray, voice: np.ndarray, acc: np.ndarray, max_iter: int, tol: float, seed: int
-) -> tuple[np.ndarray, int, bool]:
+) -> tuple[np.ndarray, int, bool, float]:
     """Voice/accompaniment masks of low-rank KL-NMF models learnt from the two REPET estimates."""
     kw: dict[str, Any] = {"beta": 1.0, "max_iter": max_iter, "tol": tol}
     floor = 1e-9 * float(V.mean())
@@ -332,7 +377,8 @@ def _nmf_masks(
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     r = _NMF_RANK
     models = [joint.W[:, r:] @ joint.H[r:], joint.W[:, :r] @ joint.H[:r]]
-    return soft_masks(models, power=1.0), n_iter, converged
+    change = max(fit_acc.final_change, fit_voice.final_change, joint.final_change)
+    return soft_masks(models, power=1.0).astype(np.float32), n_iter, converged, change
 
 
 # --------------------------------------------------------------------------- the method
@@ -340,16 +386,16 @@ def repet(
     X: np.ndarray,
     sample_rate: int,
     *,
-    similar_frames: int = 20,
-    min_distance: float = 0.5,
-    mask: str = "soft",
-    high_pass: float = 100.0,
-    refine: str = "none",
-    n_fft: int = 2048,
-    hop: int = 512,
-    max_iter: int = 200,
-    tol: float = 1e-3,
-    seed: int = 0,
+    similar_frames: int = RepetParams.similar_frames,
+    min_distance: float = RepetParams.min_distance,
+    mask: str = RepetParams.mask,
+    high_pass: float = RepetParams.high_pass,
+    refine: str = RepetParams.refine,
+    n_fft: int = RepetParams.n_fft,
+    hop: int = RepetParams.hop,
+    max_iter: int = RepetParams.max_iter,
+    tol: float = RepetParams.tol,
+    seed: int = RepetParams.seed,
     callback: Callback | None = None,
 ) -> RepetResult:
     """Split a song into vocals and accompaniment by REPET-SIM (module docstring: the steps).
@@ -360,23 +406,9 @@ def repet(
         The mixture; every channel gets the same masks.
     sample_rate : int
         In Hz.
-    similar_frames : int
-        ``k``, the most similar frames whose median models a frame's accompaniment.
-    min_distance : float
-        Seconds: a frame's neighbours are at least this far from it, so a held note is not
-        mistaken for its own repetition.
-    mask : {"soft", "binary"}
-        Ratio masks ``W / V``, or each bin to the larger model.
-    high_pass : float
-        Hz; below it the voice mask is zero (0 disables).
-    refine : {"none", "nmf"}
-        Average the REPET mask with the mask of KL-NMF models learnt from the two estimates.
-    n_fft, hop : int
-        STFT size and hop in samples (``hop <= n_fft // 2``).
-    max_iter, tol : int, float
-        Iterations and relative tolerance of each NMF fit of the refinement.
-    seed : int
-        Seed of the NMF initialisation (REPET itself is deterministic).
+    similar_frames, min_distance, mask, high_pass, refine, n_fft, hop, max_iter, tol, seed
+        See :class:`RepetParams` (defaults and meaning; invalid values raise
+        :class:`~demix.errors.ParameterError` naming the CLI option).
     callback : callable, optional
         Progress: :class:`~demix.types.IterInfo` per block of the similarity matrix.
 
@@ -390,18 +422,38 @@ def repet(
     UserWarning
         When ``repetition_fit`` is below :data:`MIN_FIT`: the input does not repeat.
     ConvergenceWarning
-        When an NMF fit of the refinement stops at ``max_iter``.
+        When an NMF fit of the refinement stops at ``max_iter`` (``tol > 0``).
     """
-    X = _check_input(X, sample_rate, n_fft, hop)
-    k = _int_option("--similar-frames", similar_frames, 1)
-    min_distance = _float_option("--min-distance", min_distance, 0.0)
-    mask = _choice("--mask", mask, ("soft", "binary"))
-    high_pass = _float_option("--high-pass", high_pass, 0.0, sample_rate / 2)
-    refine = _choice("--refine", refine, ("none", "nmf"))
-    max_iter = _int_option("--max-iter", max_iter, 1)
-    tol = _float_option("--tol", tol, 0.0)
-    seed = _int_option("--seed", seed, 0)
+    params = RepetParams(
+        similar_frames=similar_frames, min_distance=min_distance, mask=mask, high_pass=high_pass,
+        refine=refine, n_fft=n_fft, hop=hop, max_iter=max_iter, tol=tol, seed=seed,
+    )  # fmt: skip
+    return _repet(X, sample_rate, params, callback)
 
+
+def separate(
+    X: np.ndarray, sample_rate: int, params: RepetParams, callback: Callback | None = None
+) -> Separation:
+    """:func:`repet` as the registry runs it: named stems, as images (mono for a mono input)."""
+    res = _repet(X, sample_rate, params, callback)
+    mono = res.stems.shape[1] == 1
+    return Separation(
+        sources=res.stems[:, 0] if mono else res.stems,
+        layout="mono" if mono else "images",
+        model=None,
+        n_iter=res.n_iter,
+        converged=res.converged,
+        final_change=res.final_change,
+        facts=res.facts,
+        names=res.names,
+        diagnostics=res.diagnostics,
+    )
+
+
+def _repet(X: np.ndarray, sample_rate: int, params: RepetParams, callback: Callback | None) -> RepetResult:
+    X = _check_input(X, sample_rate, params)
+    k, mask, high_pass = params.similar_frames, params.mask, params.high_pass
+    n_fft, hop, max_iter, tol = params.n_fft, params.hop, params.max_iter, params.tol
     # float32 spectra: half the memory of a 5-minute song's (the stems are still float64 and
     # exact in sum, and float32 rounding is far below the 24-bit output's)
     S = stft(X.astype(np.float32), n_fft, hop)
@@ -411,7 +463,7 @@ def repet(
     idx, sims = _neighbours(
         V,
         k,
-        min_gap=max(1, math.ceil(min_distance * frames_per_s)),
+        min_gap=max(1, math.ceil(params.min_distance * frames_per_s)),
         spacing=round(PEAK_SPACING_S * frames_per_s),
         context=round(CONTEXT_S * frames_per_s),
         window=window,
@@ -426,8 +478,9 @@ def repet(
         masks = np.stack([voice > W, voice <= W]).astype(np.float32)
     else:
         masks = soft_masks([voice, W], power=1.0).astype(np.float32)
-    if refine == "nmf":
-        nmf_masks, n_iter, converged = _nmf_masks(V, voice, W, max_iter, tol, seed)
+    final_change = 0.0
+    if params.refine == "nmf":
+        nmf_masks, n_iter, converged, final_change = _nmf_masks(V, voice, W, max_iter, tol, params.seed)
         masks = 0.5 * (masks + nmf_masks)
     freqs = np.arange(V.shape[0]) * sample_rate / n_fft
     low = freqs < high_pass
@@ -482,4 +535,4 @@ def repet(
         "hop": hop,
         "n_frames": int(V.shape[1]),
     }
-    return RepetResult(stems, NAMES, tuple(facts), diagnostics, n_iter, converged)
+    return RepetResult(stems, NAMES, tuple(facts), diagnostics, n_iter, converged, final_change)
