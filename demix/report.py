@@ -33,6 +33,7 @@ from demix.outputs import write_atomically
 __all__ = ["Report", "SignalFile", "build_report", "signal_files", "write_report"]
 
 SCORES_FILE = "scores.json"
+_HASH_LIMIT = 1 << 30  # bytes: hashing a larger input to check it would take seconds
 _METRICS = ("sdr", "isr", "sir", "sar", "si_sdr", "sdri", "si_sdri")
 _MIME = {".wav": "audio/wav", ".flac": "audio/flac", ".ogg": "audio/ogg", ".mp3": "audio/mpeg"}
 
@@ -70,8 +71,9 @@ class Report:
 def signal_files(folder: Path, manifest: dict[str, Any]) -> tuple[list[SignalFile], list[str]]:
     """The mixture (when its file still exists) and the sources a manifest names, and notes.
 
-    A run folder's mixture is its ``inputs[0].path``; a ``demix mix`` folder's is its own
-    ``mixture`` output, and its references are shown as its sources.
+    A run folder's mixture is its ``inputs[0].path`` when that file still has the recorded
+    SHA-256; a ``demix mix`` folder's is its own ``mixture`` output, and its references are
+    shown as its sources.
     """
     notes: list[str] = []
     outputs = [o for o in manifest.get("outputs", []) if isinstance(o, dict) and "file" in o]
@@ -84,7 +86,7 @@ def signal_files(folder: Path, manifest: dict[str, Any]) -> tuple[list[SignalFil
         path = _find_input(Path(str(record.get("path", ""))), folder)
         if path is None:
             notes.append(f"the mixture {record.get('path')} is no longer there: not shown")
-        elif not _same_shape(path, record):
+        elif not _unchanged(path, record):
             notes.append(f"the mixture {path} has changed since the run: not shown")
         else:
             signals.append(SignalFile(f"mixture ({path.name})", path, "mixture", {}))
@@ -186,17 +188,14 @@ def _find_input(path: Path, folder: Path) -> Path | None:
     return None
 
 
-def _same_shape(path: Path, record: dict[str, Any]) -> bool:
-    """Whether the file still has the rate and length recorded (cheap; no hash of long files)."""
-    import soundfile as sf
+def _unchanged(path: Path, record: dict[str, Any]) -> bool:
+    """Whether the file still has the SHA-256 recorded (files beyond ``_HASH_LIMIT`` are trusted)."""
+    recorded = record.get("sha256")
+    if not recorded or path.stat().st_size > _HASH_LIMIT:
+        return True
+    from demix.audio import sha256
 
-    try:
-        info = sf.info(str(path))
-    except (sf.LibsndfileError, RuntimeError):
-        return True  # a format only librosa reads: trust the name
-    if record.get("sample_rate") not in (None, info.samplerate):
-        return False  # resampled at load (--sr) is recorded at the new rate: compare frames then
-    return record.get("frames") in (None, info.frames)
+    return bool(sha256(path) == recorded)
 
 
 def _scores(
@@ -205,7 +204,10 @@ def _scores(
     """Score rows from ``--reference`` (computed now) or from the run's ``scores.json``."""
     if reference is not None:
         return _score_against(reference, folder, manifest, notes), f"BSS Eval v3 against {reference}"
-    path = folder / SCORES_FILE
+    listed = [
+        o["file"] for o in manifest.get("outputs", []) if isinstance(o, dict) and o.get("role") == "scores"
+    ]
+    path = folder / (listed[0] if listed else SCORES_FILE)
     if not path.is_file():
         return [], None
     try:

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from demix import plots
+from demix.audio import sha256
 from demix.errors import ParameterError
 from demix.history import History
 from demix.report import build_report, write_report
@@ -52,7 +53,15 @@ def _run_folder(root: Path, *, history: bool = True, scores: bool = False) -> Pa
         "demix_version": "0.1.0",
         "command": "ica",
         "params": {"method": "fastica", "max_iter": 200, "tol": 1e-4, "ref_channel": 0},
-        "inputs": [{"path": str(mixture), "sample_rate": RATE, "channels": 2, "frames": 3 * RATE}],
+        "inputs": [
+            {
+                "path": str(mixture),
+                "sha256": sha256(mixture),
+                "sample_rate": RATE,
+                "channels": 2,
+                "frames": 3 * RATE,
+            }
+        ],
         "outputs": [
             {
                 "file": "source_1.wav",
@@ -267,7 +276,9 @@ def test_report_scores_against_references_and_without_history(tmp_path: Path) ->
     tone, noise = _tone_and_noise(3 * RATE, rng)  # the same signals the run folder holds
     write_wav(refs / "noise.wav", noise)
     write_wav(refs / "tone.wav", tone)
+    write_wav(tmp_path / "in" / "mixture.wav", np.stack([tone, noise]))  # not the run's input any more
     report = build_report(run, out=run / "r.html", reference=refs)
+    assert report.panels == 2 and any("has changed" in note for note in report.notes)
     assert report.scores_from is not None and report.scores_from.startswith("BSS Eval v3")
     rows = re.findall(r"<tr><td><code>(source_\d\.wav)</code></td><td><code>(\w+\.wav)</code>", report.html)
     assert sorted(rows) == [("source_1.wav", "tone.wav"), ("source_2.wav", "noise.wav")]
