@@ -22,6 +22,7 @@ from demix.cli.identify import identify_app
 from demix.cli.mix import mix
 from demix.cli.nmf import nmf
 from demix.cli.options import polish_help
+from demix.cli.repet import repet
 from demix.cli.report import report
 
 
@@ -71,6 +72,7 @@ app.command(no_args_is_help=True)(ica)
 app.command(no_args_is_help=True)(nmf)
 app.command(no_args_is_help=True)(decorr)
 app.command(no_args_is_help=True)(duet)
+app.command(no_args_is_help=True)(repet)
 app.command("eval", no_args_is_help=True)(evaluate)
 app.command(no_args_is_help=True)(fetch)
 app.command(no_args_is_help=True)(report)
