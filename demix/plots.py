@@ -100,6 +100,8 @@ def overview(
     n_fft: int | None = None,
     hop: int | None = None,
     max_columns: int = 1000,
+    start_s: float = 0.0,
+    duration_s: float | None = None,
 ) -> Overview:
     """Pooled power spectrogram and waveform envelope of a file or an array, in bounded memory.
 
@@ -115,10 +117,29 @@ def overview(
         more than four frames would be pooled into a column).
     max_columns : int
         Most time columns: consecutive frames are pooled (mean power) to stay within it.
+    start_s, duration_s : float
+        Show only this section (seconds; ``duration_s`` None: to the end).
     """
     if max_columns < 1:
         raise ParameterError(f"max_columns must be ≥ 1, got {max_columns}")
-    read, n_samples, n_channels, rate, label = _reader(source, sample_rate)
+    read_all, total, n_channels, rate, label = _reader(source, sample_rate)
+    offset = min(max(round(start_s * rate), 0), total)
+    n_samples = (
+        total - offset if duration_s is None else min(total - offset, max(round(duration_s * rate), 0))
+    )
+    if n_samples < 1:
+        raise ParameterError(
+            f"nothing to plot: the section starts at or after the end ({total / rate:.3f} s)"
+        )
+
+    def read(start: int, stop: int) -> np.ndarray:
+        """Samples ``start:stop`` of the section, zero outside it."""
+        out = np.zeros((n_channels, stop - start), dtype=np.float32)
+        a, b = max(start, 0), min(stop, n_samples)
+        if b > a:
+            out[:, a - start : b - start] = read_all(offset + a, offset + b)
+        return out
+
     n_fft = n_fft or default_n_fft(rate)
     if hop is None:
         # 75 % overlap; 50 % once several frames are pooled per column anyway: half the FFTs,

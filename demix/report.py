@@ -46,6 +46,16 @@ class SignalFile:
     path: Path
     role: str
     entry: dict[str, Any] = field(default_factory=dict)
+    start_s: float = 0.0
+    duration_s: float | None = None
+
+    @property
+    def fragment(self) -> str:
+        """A media fragment (``#t=start,end``) that plays only the section the run read."""
+        if not self.start_s and self.duration_s is None:
+            return ""
+        end = "" if self.duration_s is None else f",{self.start_s + self.duration_s:g}"
+        return f"#t={self.start_s:g}{end}"
 
 
 @dataclass
@@ -89,7 +99,11 @@ def signal_files(folder: Path, manifest: dict[str, Any]) -> tuple[list[SignalFil
         elif not _unchanged(path, record):
             notes.append(f"the mixture {path} has changed since the run: not shown")
         else:
-            signals.append(SignalFile(f"mixture ({path.name})", path, "mixture", {}))
+            start, duration = float(record.get("start_s") or 0.0), record.get("duration_s")
+            section = "" if not start and duration is None else ", the section the run read"
+            signals.append(
+                SignalFile(f"mixture ({path.name}{section})", path, "mixture", {}, start, duration)
+            )
     role = "reference" if own_mixture else "source"
     for entry in outputs:
         if entry.get("role") != role:
@@ -128,7 +142,12 @@ def build_report(
     """
     manifest = read_manifest(folder)
     signals, notes = signal_files(folder, manifest)
-    overviews = [plots.overview(s.path, name=s.title, max_columns=max_columns) for s in signals]
+    overviews = [
+        plots.overview(
+            s.path, name=s.title, max_columns=max_columns, start_s=s.start_s, duration_s=s.duration_s
+        )
+        for s in signals
+    ]
     db = plots.db_range(overviews)
     peak = max((o.peak for o in overviews), default=0.0) or 1.0
     scores, scores_from = _scores(folder, manifest, reference, notes)
@@ -145,6 +164,7 @@ def build_report(
         for signal, ov in zip(signals, overviews, strict=True):
             png = plots.signals_png([ov], db=db, peak=peak)
             src, linked = _audio_src(signal.path, out, embed_audio_under)
+            src += signal.fragment
             audio.append(src if linked else f"(embedded) {signal.path.name}")
             parts.append(_signal_card(signal, ov, png, src, scores))
         parts.append("</section>\n")

@@ -36,7 +36,7 @@ def _tone_and_noise(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.nd
     return tone, noise
 
 
-def _run_folder(root: Path, *, history: bool = True, scores: bool = False) -> Path:
+def _run_folder(root: Path, *, history: bool = True, scores: bool = False, section: bool = False) -> Path:
     """A finished run folder as the pipeline writes it: two sources, a mixture input, a manifest."""
     rng = np.random.default_rng(0)
     tone, noise = _tone_and_noise(3 * RATE, rng)
@@ -86,6 +86,8 @@ def _run_folder(root: Path, *, history: bool = True, scores: bool = False) -> Pa
     }
     if history:
         manifest["convergence"]["history"] = recorder.record()
+    if section:  # the run read 0.5-2.5 s of its input
+        manifest["inputs"][0].update(start_s=0.5, duration_s=2.0, start_frame=RATE // 2)
     if scores:
         rows = [
             {
@@ -202,6 +204,10 @@ def test_overview_is_the_stft_pooled_and_the_file_read_in_blocks_agrees(
     np.testing.assert_allclose(from_file.power, pooled.power, rtol=1e-4, atol=1e-7 * expected.max())
     np.testing.assert_allclose(from_file.high, pooled.high, atol=1e-6)
     assert from_file.sample_rate == RATE and from_file.name == "x"
+    section = plots.overview(path, hop=full.hop, max_columns=10**6, start_s=0.5, duration_s=1.0)
+    alone = plots.overview(x[:, RATE // 2 : RATE // 2 + RATE], RATE, hop=full.hop, max_columns=10**6)
+    assert section.n_samples == RATE
+    np.testing.assert_allclose(section.power, alone.power, rtol=1e-4, atol=1e-7 * expected.max())
 
 
 def test_pngs_have_their_panels(tmp_path: Path) -> None:
@@ -238,7 +244,7 @@ def test_pngs_have_their_panels(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def report_page(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One report, built once for the tests that only read it."""
-    run = _run_folder(tmp_path_factory.mktemp("report"), scores=True)
+    run = _run_folder(tmp_path_factory.mktemp("report"), scores=True, section=True)
     out, report = write_report(run)
     assert (
         out == run / "report.html"
@@ -255,12 +261,13 @@ def test_report_is_well_formed_self_contained_and_links_existing_files(report_pa
     for url in page.urls:
         assert not re.match(r"(?i)\s*(https?:)?//", url), url
         if not url.startswith("data:"):
-            assert (out.parent / unquote(url)).is_file(), url
+            assert (out.parent / unquote(url.split("#")[0])).is_file(), url
     assert "<script" not in text and "@import" not in text and "url(" not in text
     spectrograms = [a for tag, a in page.tags if tag == "img" and a.get("class") == "spectrogram"]
     audio = [a["src"] for tag, a in page.tags if tag == "audio"]
     assert len(spectrograms) == 3 and len(audio) == 3  # mixture + two sources
-    assert audio == ["../in/mixture.wav", "source_1.wav", "source_2.wav"]
+    assert audio == ["../in/mixture.wav#t=0.5,2.5", "source_1.wav", "source_2.wav"]
+    assert "the section the run read" in text
     assert sum(1 for tag, a in page.tags if tag == "img" and a.get("class") == "convergence") == 1
     assert "fastica" in text and "components" in text and "[0,3,5]" in text  # params, facts
     assert "12.50" in text and 'class="neg"' in text  # scores.json with a negative SDR bar
