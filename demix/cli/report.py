@@ -33,10 +33,11 @@ def report(
         typer.Option(
             "--embed-audio",
             min=0.0,
-            help="Embed audio files up to this many MB in the page; larger ones are linked relative to it.",
+            help="Embed audio files up to this many MB in the page; larger ones (all, with 0) are "
+            "linked relative to it.",
         ),
     ] = 0.0,
-    force: opt.Force = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing report file.")] = False,
     json: opt.Json = False,
     quiet: opt.Quiet = False,
     verbose: opt.Verbose = False,
