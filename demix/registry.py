@@ -22,7 +22,7 @@ import numpy as np
 
 from demix.bases import SupervisedParams, separate_supervised
 from demix.errors import ParameterError
-from demix.methods import duet, fastica, jade, nmf_separate, picard, repet, sobi
+from demix.methods import duet, fastica, iva, jade, nmf_separate, picard, repet, sobi
 from demix.types import Callback, Separation
 
 __all__ = ["METHODS", "MethodSpec", "method_spec"]
@@ -83,6 +83,7 @@ METHODS: dict[str, MethodSpec] = {
         MethodSpec("nmf-supervised", "nmf", SupervisedParams, separate_supervised, "none"),
         MethodSpec("duet", "duet", duet.DuetParams, duet.separate, "none"),
         MethodSpec("repet", "repet", repet.RepetParams, repet.separate, "none"),
+        MethodSpec("iva", "iva", iva.IVAParams, iva.separate, "none", min_channels=2),
     )
 }
 

@@ -19,6 +19,7 @@ from demix.cli.evaluate import evaluate
 from demix.cli.fetch import fetch
 from demix.cli.ica import ica
 from demix.cli.identify import identify_app
+from demix.cli.iva import iva
 from demix.cli.mix import mix
 from demix.cli.nmf import nmf
 from demix.cli.options import polish_help
@@ -72,6 +73,7 @@ app.command(no_args_is_help=True)(ica)
 app.command(no_args_is_help=True)(nmf)
 app.command(no_args_is_help=True)(decorr)
 app.command(no_args_is_help=True)(duet)
+app.command(no_args_is_help=True)(iva)
 app.command(no_args_is_help=True)(repet)
 app.command("eval", no_args_is_help=True)(evaluate)
 app.command(no_args_is_help=True)(fetch)
