@@ -58,23 +58,24 @@ References
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, Protocol
 
 import numpy as np
 from scipy import linalg
 
 from demix import checks
 from demix.errors import ConvergenceWarning
-from demix.methods.whitening import PASS_VALUES, blocks, check_mixture, whiten
+from demix.methods.whitening import PASS_VALUES, Whitening, blocks, check_mixture, whiten
 from demix.types import Callback, Instantaneous, IterInfo, Separation
 
-__all__ = ["FastICAParams", "fastica", "separate"]
+__all__ = ["BlockSource", "FastICAParams", "fastica", "fit", "separate", "warm_indices"]
 
 Algorithm = Literal["parallel", "deflation"]
 Fun = Literal["logcosh", "exp", "cube"]
@@ -238,28 +239,60 @@ def separate(
 ) -> Separation:
     """:func:`fastica` with its parameters as one validated :class:`FastICAParams` (any rate)."""
     X = check_mixture(X, min_samples=_MIN_SAMPLES)
-    n_sources, algorithm, fun = params.sources, params.algorithm, params.fun
-    max_iter, tol = params.max_iter, params.tol
-    contrast = _CONTRASTS[fun]
-
     with _one_blas_thread():
-        wh = whiten(X, n_sources, dtype=np.float32)
-        Z, K, C, mean = wh.whitened, wh.whitening, wh.covariance, wh.mean
-        m = K.shape[0]
-
+        wh = whiten(X, params.sources, dtype=np.float32)
         rng = np.random.default_rng(params.seed)
-        W0 = rng.standard_normal((m, m))
-        warm = _warm_subsample(Z, rng)
-        run = _parallel if algorithm == "parallel" else partial(_deflation, fun=fun)
-        record = run(Z, warm, W0, contrast, max_iter, tol, callback)
-        warm_samples = 0 if warm is None else warm.shape[1]
-        del Z, warm
+        idx = warm_indices(X.shape[1], rng)
+        warm = None if idx is None else np.ascontiguousarray(wh.whitened[:, idx])
+        separation = fit(wh, wh.whitened, warm, rng, params, callback)
+        sources = _unmix(X, wh.mean, separation.model.unmixing)  # type: ignore[union-attr]
+    return dataclasses.replace(separation, sources=sources)
 
-        U = record.W @ K
-        # W orthonormal and K whitening make U C U^T = I up to round-off; this makes it exact.
-        U /= np.sqrt(np.einsum("ij,jk,ik->i", U, C, U))[:, None]
-        A = C @ U.T
-        sources = _unmix(X, mean, U)
+
+class BlockSource(Protocol):
+    """Whitened data ``(m, n_samples)`` read in passes of blocks, e.g. from a file on disk.
+
+    ``blocks(size)`` yields consecutive float32 blocks ``(m, k)``, ``k <= size``, covering every
+    sample once per call, in order.
+    """
+
+    @property
+    def shape(self) -> tuple[int, int]: ...
+
+    def blocks(self, size: int) -> Iterable[np.ndarray]: ...
+
+
+Whitened = np.ndarray | BlockSource
+
+
+def fit(
+    wh: Whitening,
+    Z: Whitened,
+    warm: np.ndarray | None,
+    rng: np.random.Generator,
+    params: FastICAParams,
+    callback: Callback | None = None,
+) -> Separation:
+    """FastICA on whitened data ``Z`` (an array, or a :class:`BlockSource` read pass by pass).
+
+    ``wh`` is the whitening of the mixture (its ``whitened`` is not used, and may be empty);
+    ``warm`` the warm-start subsample (``Z`` at :func:`warm_indices`, or None); ``rng`` the
+    generator those indices were drawn from, which then draws the initial rotation. Returns a
+    :class:`Separation` with *no* sources (``(m, 0)``): the caller applies ``model.unmixing`` to
+    the centred mixture. The stopping rule is only ever met by a pass over all of ``Z``, so the
+    result is a fixed point of the full-data iteration whether ``Z`` is in memory or on disk.
+    """
+    algorithm, fun, max_iter, tol = params.algorithm, params.fun, params.max_iter, params.tol
+    K, C = wh.whitening, wh.covariance
+    m = K.shape[0]
+    with _one_blas_thread():
+        W0 = rng.standard_normal((m, m))
+        run = _parallel if algorithm == "parallel" else partial(_deflation, fun=fun)
+        record = run(Z, warm, W0, _CONTRASTS[fun], max_iter, tol, callback)
+    U = record.W @ K
+    # W orthonormal and K whitening make U C U^T = I up to round-off; this makes it exact.
+    U /= np.sqrt(np.einsum("ij,jk,ik->i", U, C, U))[:, None]
+    A = C @ U.T
 
     converged = record.change < tol
     if not converged:
@@ -267,19 +300,18 @@ def separate(
             f"FastICA ({algorithm}, {fun}) did not converge: the change was {record.change:.3g} after "
             f"{max_iter} iterations, above tol={tol:g}; raise --max-iter or --tol",
             ConvergenceWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
-
     diagnostics: dict[str, Any] = {
         "rank": wh.rank,
-        "warm_start_samples": warm_samples,
+        "warm_start_samples": 0 if warm is None else warm.shape[1],
         "n_iter_warm_start": record.n_warm,
         "n_iter_full": record.n_full,
     }
-    if n_sources is None and wh.rank < X.shape[0]:
-        diagnostics["reduced_from"] = X.shape[0]
+    if params.sources is None and wh.rank < C.shape[0]:
+        diagnostics["reduced_from"] = C.shape[0]
     return Separation(
-        sources=sources,
+        sources=np.empty((m, 0)),
         layout="mono",
         model=Instantaneous(mixing=A, unmixing=U),
         n_iter=record.n_iter,
@@ -325,21 +357,28 @@ def _unmix(X: np.ndarray, mean: np.ndarray, U: np.ndarray) -> np.ndarray:
 # --- the fixed-point iteration ---------------------------------------------------------------
 
 
-def _warm_subsample(Z: np.ndarray, rng: np.random.Generator) -> np.ndarray | None:
-    """A stratified random subsample of ``Z`` (one sample drawn in each of equal strides).
+def warm_indices(n_samples: int, rng: np.random.Generator) -> np.ndarray | None:
+    """Indices of the warm-start subsample: one sample drawn in each of :data:`_WARM_SAMPLES`
+    equal strides; None when the signal is shorter than :data:`_WARM_MIN_RATIO` strides.
 
     Random within strides rather than every k-th sample, so that no periodic signal aliases to a
-    constant, while still spreading over the whole recording.
+    constant, while still spreading over the whole recording. They depend on the length and the
+    seed only, so a recording read from disk gathers the same subsample during its first pass.
     """
-    T = Z.shape[1]
-    stride = T // _WARM_SAMPLES
+    stride = n_samples // _WARM_SAMPLES
     if stride < _WARM_MIN_RATIO:
         return None
-    idx = np.arange(_WARM_SAMPLES) * stride + rng.integers(0, stride, _WARM_SAMPLES)
-    return np.ascontiguousarray(Z[:, idx])
+    return np.arange(_WARM_SAMPLES) * stride + rng.integers(0, stride, _WARM_SAMPLES)
 
 
-def _expectations(W: np.ndarray, Z: np.ndarray, contrast: _Contrast) -> tuple[np.ndarray, np.ndarray]:
+def _blocks_of(Z: Whitened, size: int) -> Iterable[np.ndarray]:
+    """Consecutive blocks of ``size`` samples of an array, or of a :class:`BlockSource`'s pass."""
+    if isinstance(Z, np.ndarray):
+        return (Z[:, a : a + size] for a in blocks(Z.shape[1], size))
+    return Z.blocks(size)
+
+
+def _expectations(W: np.ndarray, Z: Whitened, contrast: _Contrast) -> tuple[np.ndarray, np.ndarray]:
     """``E{g(W Z) Z^T}`` ``(r, m)`` and ``E{g'(W Z)}`` ``(r,)`` in one pass over ``Z`` ``(m, T)``."""
     r = W.shape[0]
     m, T = Z.shape
@@ -349,8 +388,7 @@ def _expectations(W: np.ndarray, Z: np.ndarray, contrast: _Contrast) -> tuple[np
     scratch = np.empty_like(Y)
     gz = np.zeros((r, m))
     gprime = np.zeros(r)
-    for a in blocks(T, size):
-        zb = Z[:, a : a + size]
+    for zb in _blocks_of(Z, size):
         k = zb.shape[1]
         yb = Y[:, :k]
         np.matmul(W32, zb, out=yb)
@@ -382,7 +420,7 @@ class _Progress:
 
 
 def _parallel_run(
-    Z: np.ndarray,
+    Z: Whitened,
     W: np.ndarray,
     contrast: _Contrast,
     max_iter: int,
@@ -414,7 +452,7 @@ class _Record(NamedTuple):
 
 
 def _parallel(
-    Z: np.ndarray,
+    Z: Whitened,
     warm: np.ndarray | None,
     W0: np.ndarray,
     contrast: _Contrast,
@@ -433,7 +471,7 @@ def _parallel(
 
 
 def _units(
-    Z: np.ndarray,
+    Z: Whitened,
     W: np.ndarray,
     previous: np.ndarray,
     contrast: _Contrast,
@@ -461,19 +499,19 @@ def _units(
     return W, n_iter, change
 
 
-def _negentropy(W: np.ndarray, Z: np.ndarray, fun: str) -> np.ndarray:
+def _negentropy(W: np.ndarray, Z: Whitened, fun: str) -> np.ndarray:
     """Negentropy approximation ``(E{G(w^T z)} - E{G(nu)})^2`` per row of ``W`` (Hyvärinen 1999)."""
     G, gaussian = _NEGENTROPY[fun]
     total = np.zeros(W.shape[0])
     size = _BLOCK_VALUES // Z.shape[0]
     W32 = W.astype(np.float32)
-    for a in blocks(Z.shape[1], size):
-        total += G(W32 @ Z[:, a : a + size]).sum(axis=1, dtype=np.float64)
+    for zb in _blocks_of(Z, size):
+        total += G(W32 @ zb).sum(axis=1, dtype=np.float64)
     return (total / Z.shape[1] - gaussian) ** 2
 
 
 def _deflation(
-    Z: np.ndarray,
+    Z: Whitened,
     warm: np.ndarray | None,
     W0: np.ndarray,
     contrast: _Contrast,

@@ -85,6 +85,38 @@ def separate(
     )
 
 
+def whitening_sources(params: DecorrParams) -> int | None:
+    """Sources the whitening keeps for ``params`` (``lsq`` is 2 x 2)."""
+    return 2 if params.method == "lsq" else params.sources
+
+
+def separate_from_statistics(
+    wh: Whitening, C: np.ndarray, lags: np.ndarray, params: DecorrParams, callback: Callback | None = None
+) -> Separation:
+    """The method ``params.method`` from statistics alone: the whitening (its ``whitened`` may be
+    empty) and the lagged covariances ``C`` of the whitened mixture at ``lags``.
+
+    Second-order methods see the mixture only through these, so statistics accumulated block by
+    block over a long recording (:mod:`demix.streaming`) give the in-memory result to round-off;
+    the sources are then ``unmixing @ (x - mean)``, applied block by block by the caller.
+    """
+    if params.method == "amuse":
+        return _amuse(wh, C, lags)
+    if params.method == "lsq":
+        if wh.covariance.shape[0] != 2 or params.sources not in (None, 2):
+            raise ParameterError(
+                f"lsq: separates 2 sources from 2 channels, got {wh.covariance.shape[0]} channels and "
+                f"-n/--sources {params.sources}; use sobi for other shapes"
+            )
+        _check_iteration(params.max_iter, params.tol)
+        if params.tol <= np.finfo(float).eps:
+            eps = np.finfo(float).eps
+            raise ParameterError(f"--tol: expected a number above {eps:.3g}, got {params.tol}")
+        return _lsq(wh, C, lags, params.seed, 3, params.max_iter, params.tol, callback)
+    _check_iteration(params.max_iter, params.tol)
+    return _sobi(wh, C, lags, params.max_iter, params.tol, callback)
+
+
 def amuse(X: np.ndarray, *, n_sources: int | None = None, lag: int = 1) -> Separation:
     r"""AMUSE: whiten, then diagonalise one lagged covariance (closed form).
 
@@ -125,7 +157,11 @@ def amuse(X: np.ndarray, *, n_sources: int | None = None, lag: int = 1) -> Separ
         )
     lags = np.array([lag], dtype=np.int64)
     wh = whiten(X, n_sources)
-    C = lagged_covariances(wh.whitened, lags)
+    return _amuse(wh, lagged_covariances(wh.whitened, lags), lags)
+
+
+def _amuse(wh: Whitening, C: np.ndarray, lags: np.ndarray) -> Separation:
+    """AMUSE from the whitening and the one lagged covariance ``C`` ``(1, n, n)`` of the whitened data."""
     eigenvalues, V = np.linalg.eigh(C[0])
     eigenvalues, V = eigenvalues[::-1], V[:, ::-1]
     gap = float(np.min(np.diff(eigenvalues[::-1]))) if eigenvalues.size > 1 else None
@@ -205,7 +241,13 @@ def sobi(
     lag_array = check_lags(lags, X.shape[1])
     _check_iteration(max_iter, tol)
     wh = whiten(X, n_sources)
-    C = lagged_covariances(wh.whitened, lag_array)
+    return _sobi(wh, lagged_covariances(wh.whitened, lag_array), lag_array, max_iter, tol, callback)
+
+
+def _sobi(
+    wh: Whitening, C: np.ndarray, lag_array: np.ndarray, max_iter: int, tol: float, callback: Callback | None
+) -> Separation:
+    """SOBI from the whitening and the lagged covariances ``C`` of the whitened data."""
     V, n_sweeps, max_angle = joint_diagonalise(C, max_iter, tol, callback)
     converged = max_angle <= tol
     if not converged:
@@ -295,8 +337,6 @@ def lsq(
     A. Belouchrani, K. Abed-Meraim, J.-F. Cardoso and E. Moulines, "A blind source separation
     technique using second-order statistics", IEEE Trans. Signal Processing 45(2), 434-444, 1997.
     """
-    from scipy.optimize import least_squares
-
     X = check_mixture(X)
     if X.shape[0] != 2 or n_sources not in (None, 2):
         raise ParameterError(
@@ -314,6 +354,22 @@ def lsq(
 
     wh = whiten(X, 2)
     Cz = lagged_covariances(wh.whitened, lag_array)
+    return _lsq(wh, Cz, lag_array, seed, n_starts, max_iter, tol, callback)
+
+
+def _lsq(
+    wh: Whitening,
+    Cz: np.ndarray,
+    lag_array: np.ndarray,
+    seed: int | None,
+    n_starts: int,
+    max_iter: int,
+    tol: float,
+    callback: Callback | None,
+) -> Separation:
+    """Least-squares decorrelation from the whitening and the lagged covariances of the whitened data."""
+    from scipy.optimize import least_squares
+
     D = wh.dewhitening
     R = np.concatenate([(D @ D.T)[None], D @ Cz @ D.T])  # lags 0, lag_array of X - mean
 

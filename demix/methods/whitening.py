@@ -12,6 +12,7 @@ scale them to unit variance. This module does that once, with one rank policy:
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from dataclasses import dataclass
 
@@ -124,16 +125,27 @@ def whiten(X: np.ndarray, n_sources: int | None = None, *, dtype: type = np.floa
         the rank, or every channel silent.
     """
     X = check_mixture(X)
-    n_channels = X.shape[0]
-    n_sources = _check_n_sources(n_sources, n_channels)
     mean, C = mean_and_covariance(X)
+    transform = whitening_from_statistics(mean, C, n_sources)
+    return dataclasses.replace(transform, whitened=whitened_blocks(X, mean, transform.whitening, dtype))
+
+
+def whitening_from_statistics(mean: np.ndarray, C: np.ndarray, n_sources: int | None = None) -> Whitening:
+    """The whitening transform from a mixture's mean and covariance alone, with :func:`whiten`'s
+    rank policy; ``whitened`` is an empty ``(n_sources, 0)`` array.
+
+    For statistics accumulated block by block over a recording read from disk
+    (:mod:`demix.streaming`): the transform is the same as :func:`whiten` computes in memory.
+    """
+    n_channels = C.shape[0]
+    n_sources = _check_n_sources(n_sources, n_channels)
     eigenvalues, E, rank = principal_axes(C, mean)
     n_sources, _ = choose_n_sources(n_sources, n_channels, rank)
     E = E[:, :n_sources]
     d = eigenvalues[:n_sources]
     K = (E / np.sqrt(d)).T
     return Whitening(
-        whitened=whitened_blocks(X, mean, K, dtype),
+        whitened=np.empty((n_sources, 0)),
         whitening=K,
         dewhitening=E * np.sqrt(d),
         mean=mean,
