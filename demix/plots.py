@@ -40,6 +40,7 @@ __all__ = [
     "run_figures",
     "scores_png",
     "signals_png",
+    "stage_figures",
 ]
 
 DEFAULT_TOP_DB = 80.0
@@ -459,6 +460,25 @@ def run_figures(
             )
         )
     return figures
+
+
+def stage_figures(
+    stage: Callable[[str, Callable[[Path], None]], object],
+    mixture: np.ndarray,
+    sources: Sequence[np.ndarray],
+    names: Sequence[str],
+    sample_rate: int,
+    history: dict[str, Any] | None = None,
+    *,
+    title: str = "",
+) -> list[dict[str, Any]]:
+    """Draw :func:`run_figures` and hand each PNG to ``stage(file, writer)`` (a run folder's
+    :meth:`~demix.outputs.RunFolder.stage`); return their manifest entries (``role: figure``)."""
+    records = []
+    for figure in run_figures(mixture, sources, names, sample_rate, history, title=title):
+        stage(figure.file, lambda tmp, png=figure.png: tmp.write_bytes(png))  # type: ignore[misc]
+        records.append(figure.record())
+    return records
 
 
 def panel_count(png: bytes) -> int | None:

@@ -19,6 +19,7 @@ from demix import plots
 from demix.audio import sha256
 from demix.errors import ParameterError
 from demix.history import History
+from demix.outputs import RunFolder
 from demix.report import build_report, write_report
 from demix.spectral import stft
 from demix.types import IterInfo
@@ -231,6 +232,13 @@ def test_pngs_have_their_panels(tmp_path: Path) -> None:
     for figure in figures:
         assert plots.panel_count(figure.png) == figure.panels
         assert figure.record()["role"] == "figure"
+    with RunFolder(tmp_path / "run") as run:  # as the pipeline stages them beside the sources
+        records = plots.stage_figures(
+            run.stage, tone + noise, [tone, noise], ["tone", "noise"], RATE, history.record()
+        )
+        run.commit({"command": "test", "outputs": records})
+    assert [r["file"] for r in records] == ["spectrograms.png", "convergence.png"]
+    assert plots.panel_count((tmp_path / "run" / "spectrograms.png").read_bytes()) == 3
     image = imread(io.BytesIO(figures[0].png))
     assert image.shape[:2] == (round((2.6 * 3 + 0.5) * 100), 1000)  # three panel rows at 100 dpi
     scores = plots.scores_png(
