@@ -83,7 +83,10 @@ def test_short_clips_gain_over_fastica() -> None:
     for offset in (0.0, 7.0):
         S = _libri(offset, 3.5)
         X = ISSUE_MIXING @ S
-        ours = _min_sir_instantaneous(picard(X, ortho=False).unmixing @ ISSUE_MIXING, S)
+        result = picard(X, ortho=False)
+        # Reaches python-picard's tolerance: float32 rounding must stay below the 1e-7 gradient.
+        assert result.converged and result.diagnostics["line_search_failures"] == 0
+        ours = _min_sir_instantaneous(result.unmixing @ ISSUE_MIXING, S)
         ica = _min_sir_instantaneous(fastica(X).model.unmixing @ ISSUE_MIXING, S)
         assert ours >= ica + 1.5, (offset, ours, ica)
 
