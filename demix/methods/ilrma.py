@@ -77,20 +77,23 @@ def fit_ilrma(
     it = 0
     for it in range(1, max_iter + 1):
         T, V, R = _nmf_step(P, T, V, floor)
-        cov = prod.weighted_by_freq(np.reciprocal(R, out=R))
+        inv = np.reciprocal(R, out=R)  # the weights 1 / r_kfn
+        cov = prod.weighted_by_freq(inv)
         if update == "ip" or K == 1:
             for k in range(K):
                 ip_update(W, cov[k], k)
         else:
             for i, j in pairs(K):
                 ip2_update(W, cov[i], cov[j], i, j)
-        # Unit mean power per source, applied to W, |Y|² and T together (J is unchanged).
         P = prod.power(W)
+        # The objective before rescaling (J is invariant to it), from the weights already at hand.
+        fit = np.einsum("kfn,kfn->", P, inv, dtype=np.float64) - np.log(inv).sum(dtype=np.float64)
+        value = float(fit / N - log_abs_det(W))
+        # Unit mean power per source, applied to W, |Y|² and T together.
         scale = np.maximum(P.mean(axis=(1, 2), dtype=np.float64), float(floor))
         W /= np.sqrt(scale)[None, :, None]
         P /= scale.astype(np.float32)[:, None, None]
         T /= scale.astype(np.float32)[:, None, None]
-        value = _objective(P, np.maximum(T @ V, floor), W)
         objective.append(value)
         change = abs(previous - value) / (n_freq * K)
         previous = value
