@@ -67,7 +67,7 @@ def test_fastica_stalls_where_picard_converges() -> None:
     assert not strict.converged
     ortho = picard(X, ortho=True, seed=1)
     free = picard(X, seed=1)
-    # Picard-O reaches FastICA's own (orthogonal) solution in 43 iterations (Amari 0.047);
+    # Picard-O reaches FastICA's own (orthogonal) solution in 36 iterations (Amari 0.047);
     # unconstrained Picard the likelihood's optimum, twice as good (0.024).
     assert ortho.converged and ortho.n_iter < 100
     assert amari_index(ortho.unmixing @ A) < 0.07
