@@ -112,9 +112,19 @@ def separate_batch(
     return result
 
 
-def run_job(job: Job, *, callback: Callback | None = None) -> dict[str, Any]:
-    """Load → separate → finish → write + manifest for one job; return the manifest written."""
+def run_job(job: Job, *, callback: Callback | None = None, stream: bool | None = None) -> dict[str, Any]:
+    """Load → separate → finish → write + manifest for one job; return the manifest written.
+
+    A method that streams (``MethodSpec.streams``) on an input too long to hold in memory several
+    times is fitted and written block by block instead (:mod:`demix.streaming`; the manifest is
+    the same, with ``streaming`` added). ``stream`` True or False forces either path.
+    """
+    from demix import streaming
+
     spec = method_spec(job.method)
+    plan = streaming.choose_plan(spec, job, stream)
+    if plan is not None:
+        return streaming.run_streamed(job, spec, plan, callback=callback)
     options = job.options
     timings: dict[str, float] = {}
     tic = time.perf_counter()

@@ -52,7 +52,8 @@ class MethodSpec:
         "source", the input itself); fewer are refused before any work.
     streams : bool
         Whether it can fit on statistics accumulated block by block and apply its result block
-        by block (bounded memory on long files). No method does yet.
+        by block (bounded memory on long files): see :mod:`demix.streaming`, which fits and
+        applies them from passes over the file.
     """
 
     name: str
@@ -74,11 +75,25 @@ METHODS: dict[str, MethodSpec] = {
     spec.name: spec
     for spec in (
         MethodSpec(
-            "fastica", "ica", fastica.FastICAParams, fastica.separate, "instantaneous", min_channels=2
+            "fastica",
+            "ica",
+            fastica.FastICAParams,
+            fastica.separate,
+            "instantaneous",
+            min_channels=2,
+            streams=True,
         ),
         MethodSpec("picard", "ica", picard.PicardParams, picard.separate, "instantaneous", min_channels=2),
         MethodSpec("jade", "ica", jade.JadeParams, jade.separate, "instantaneous", min_channels=2),
-        MethodSpec("decorr", "decorr", sobi.DecorrParams, sobi.separate, "instantaneous", min_channels=2),
+        MethodSpec(
+            "decorr",
+            "decorr",
+            sobi.DecorrParams,
+            sobi.separate,
+            "instantaneous",
+            min_channels=2,
+            streams=True,
+        ),
         MethodSpec("nmf", "nmf", nmf_separate.NMFParams, nmf_separate.separate, "none"),
         MethodSpec("nmf-supervised", "nmf", SupervisedParams, separate_supervised, "none"),
         MethodSpec("duet", "duet", duet.DuetParams, duet.separate, "none"),

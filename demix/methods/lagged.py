@@ -152,16 +152,26 @@ def lagged_covariances(Z: np.ndarray, lags: np.ndarray, *, method: LagMethod = "
     """
     Z = np.asarray(Z, dtype=np.float64)
     lags = np.asarray(lags, dtype=np.int64)
+    C = lagged_products(Z, lags, method=method)
+    C /= (Z.shape[1] - lags)[:, None, None]
+    return C
+
+
+def lagged_products(Z: np.ndarray, lags: np.ndarray, *, method: LagMethod = "auto") -> np.ndarray:
+    r"""Unnormalised symmetrised lagged products :math:`\tfrac12 \sum_t (z(t+\tau) z(t)^T + z(t) z(t+\tau)^T)`
+    over every pair of samples of ``Z`` ``(n, T)``, ``(n_lags, n, n)``; lags may reach ``T`` or beyond
+    (their sums are then partial or zero). The sums of :func:`lagged_covariances`, which a pass over
+    a long recording accumulates block by block (:func:`demix.streaming.statistics`).
+    """
+    Z = np.asarray(Z, dtype=np.float64)
+    lags = np.asarray(lags, dtype=np.int64)
     if method == "auto":
         method = _cheaper_method(Z.shape[0], Z.shape[1], lags)
     if method == "fft":
-        C = _lagged_fft(Z, lags)
-    elif method == "matmul":
-        C = _lagged_matmul(Z, lags)
-    else:
-        raise ParameterError(f"method: {method!r} is not one of 'auto', 'fft', 'matmul'")
-    C /= (Z.shape[1] - lags)[:, None, None]
-    return C
+        return _lagged_fft(Z, lags)
+    if method == "matmul":
+        return _lagged_matmul(Z, lags)
+    raise ParameterError(f"method: {method!r} is not one of 'auto', 'fft', 'matmul'")
 
 
 def _cheaper_method(n: int, n_samples: int, lags: np.ndarray) -> LagMethod:
