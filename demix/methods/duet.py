@@ -5,9 +5,18 @@ time-frequency plane: each STFT bin is dominated by one source (W-disjoint ortho
 a stereo mix the bin's level ratio and phase difference say which. :func:`duet` finds the sources
 as peaks of a pan × delay histogram of the bins (Yilmaz & Rickard 2004; see
 :mod:`demix.methods.duet_features`), refines their pans and delays with a complex angular central
-Gaussian mixture tied to pan/delay steering vectors, fitted by EM over all bins (Ito et al. 2016;
-see :mod:`demix.methods.spatial_mixture`), and applies the posterior (soft) or arg-max (binary)
-masks to both channels, so every source comes out stereo, as the two microphones heard it.
+Gaussian mixture tied to pan/delay steering vectors, fitted by EM over the bins (Ito et al. 2016;
+see :mod:`demix.methods.spatial_mixture`), and turns the posteriors into stereo source images
+(:mod:`demix.methods.duet_output`): a multichannel Wiener filter (default), or the posterior
+(soft) or arg-max (binary) masks applied to both channels. Every source comes out stereo, as the
+two microphones heard it, and the sources sum to the mixture.
+
+Measured on three panned and delayed speakers (10 s of LibriSpeech, mean SDR at channel 0):
+plain DUET (histogram peaks, binary masks) 8.9 dB; EM and soft masks 9.0 dB (SIR 11 → 19 dB); the
+Wiener output from the histogram's pans and delays 10.9 dB, after EM 14.1 dB. A Gaussian mixture
+fitted to the DUET features instead (pan and unwrapped delay below 1 kHz, pan alone above) gave
+3.4 dB with soft masks: its pan Gaussians, widened by the bins where sources overlap, are too
+broad to make sharp masks.
 
 Conventions: a source panned at :math:`\theta` with delay :math:`d` reaches the channels with
 gains :math:`\cos\theta` and :math:`\sin\theta` (:math:`\theta = 0` is channel 0 only) and channel 1

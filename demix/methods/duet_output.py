@@ -52,8 +52,6 @@ __all__ = ["WIENER_LOADING", "binary_masks", "separate_images", "steering_vector
 Output = Literal["soft", "binary", "wiener"]
 # Diagonal loading of the Wiener filter's covariance, relative to the bin's energy per channel.
 WIENER_LOADING = 1e-3
-# Frames per block of the Wiener filter (bounds its temporary arrays).
-_BLOCK_FRAMES = 512
 
 
 def steering_vectors(pans: np.ndarray, delays: np.ndarray, omega: np.ndarray) -> np.ndarray:
@@ -92,36 +90,51 @@ def separate_images(
         return apply_masks(S, masks, n_fft, hop, length), masks
     if output == "soft":
         return apply_masks(S, posterior, n_fft, hop, length), posterior
+    return _wiener_images(S, posterior, steering, n_fft, hop, length), posterior
+
+
+def _wiener_images(
+    S: np.ndarray, posterior: np.ndarray, H: np.ndarray, n_fft: int, hop: int, length: int
+) -> np.ndarray:
+    r"""Multichannel Wiener images ``(K, 2, length)`` (see the module docstring), one source at a time.
+
+    The filter's leftover is closed-form: :math:`\mathbf x - \sum_k \hat{\mathbf x}_k =
+    \lambda' \mathbf u` with :math:`\mathbf u = \Sigma^{-1}\mathbf x` and :math:`\lambda'` the
+    loading, so each source needs only :math:`\mathbf u` and the per-channel sums of
+    :math:`|h_{jc}|^2 v_j`, and memory stays a few ``(F, N)`` arrays whatever the number of sources.
+    """
+    tiny = np.finfo(np.float64).tiny
     K = posterior.shape[0]
-    Y = np.empty((K, *S.shape), dtype=np.complex128)
-    for start in range(0, S.shape[2], _BLOCK_FRAMES):
-        cols = slice(start, start + _BLOCK_FRAMES)
-        Y[:, :, :, cols] = _wiener_block(S[:, :, cols], posterior[:, :, cols], steering)
-    images = np.stack([istft(Y[k], n_fft, hop, length) for k in range(K)])
-    return images, posterior
-
-
-def _wiener_block(S: np.ndarray, posterior: np.ndarray, H: np.ndarray) -> np.ndarray:
-    """Multichannel Wiener images ``(K, 2, F, n)`` of one block of frames (see module docstring)."""
-    energy = S[0].real ** 2 + S[0].imag ** 2 + S[1].real ** 2 + S[1].imag ** 2  # (F, n)
-    root = np.sqrt(posterior)
-    v = root / np.maximum(root.sum(axis=0), np.finfo(np.float64).tiny) * energy  # (K, F, n)
+    energy = S[0].real ** 2 + S[0].imag ** 2 + S[1].real ** 2 + S[1].imag ** 2  # (F, N)
+    root_sum = np.zeros_like(energy)
+    for k in range(K):
+        root_sum += np.sqrt(posterior[k])
+    v_scale = energy / np.maximum(root_sum, tiny)  # v_k = sqrt(γ_k) · v_scale
+    del root_sum
     g0 = (np.abs(H[:, 0]) ** 2)[:, :, None]  # (K, F, 1)
     g1 = (np.abs(H[:, 1]) ** 2)[:, :, None]
-    cross = (H[:, 0] * np.conj(H[:, 1]))[:, :, None]
-    load = WIENER_LOADING * energy / 2 + np.finfo(np.float64).tiny
-    a = (v * g0).sum(axis=0) + load  # Σ = [[a, b], [conj(b), c]]
-    c = (v * g1).sum(axis=0) + load
-    b = (v * cross).sum(axis=0)
+    load = WIENER_LOADING * energy / 2 + tiny
+    den0 = np.zeros_like(energy)  # Σ_j |h_j0|² v_j
+    den1 = np.zeros_like(energy)
+    b = np.zeros_like(S[0])  # Σ_j v_j h_j0 conj(h_j1)
+    for k in range(K):
+        v = np.sqrt(posterior[k]) * v_scale
+        den0 += g0[k] * v
+        den1 += g1[k] * v
+        b += (H[k, 0] * np.conj(H[k, 1]))[:, None] * v
+    a, c = den0 + load, den1 + load  # Σ = [[a, b], [conj(b), c]]
     det = a * c - (b.real**2 + b.imag**2)
     u0 = (c * S[0] - b * S[1]) / det  # u = Σ^{-1} x
     u1 = (a * S[1] - np.conj(b) * S[0]) / det
-    hu = np.conj(H[:, 0])[:, :, None] * u0 + np.conj(H[:, 1])[:, :, None] * u1  # (K, F, n)
-    scale = v * hu
-    Y = np.stack([H[:, 0][:, :, None] * scale, H[:, 1][:, :, None] * scale], axis=1)  # (K, 2, F, n)
-    residual = S - Y.sum(axis=0)  # (2, F, n)
-    for ch, gain in enumerate((g0, g1)):
-        share = gain * v
-        share /= np.maximum(share.sum(axis=0), np.finfo(np.float64).tiny)
-        Y[:, ch] += share * residual[ch]
-    return Y
+    del a, c, b, det
+    # The leftover load·u, given back to the sources in proportion to |h_kc|² v_k per channel.
+    r0 = load * u0 / np.maximum(den0, tiny)
+    r1 = load * u1 / np.maximum(den1, tiny)
+    del load, den0, den1
+    images = np.empty((K, 2, length))
+    for k in range(K):
+        v = np.sqrt(posterior[k]) * v_scale
+        scale = v * (np.conj(H[k, 0])[:, None] * u0 + np.conj(H[k, 1])[:, None] * u1)
+        Y = np.stack([H[k, 0][:, None] * scale + g0[k] * v * r0, H[k, 1][:, None] * scale + g1[k] * v * r1])
+        images[k] = istft(Y, n_fft, hop, length)
+    return images

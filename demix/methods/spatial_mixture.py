@@ -81,6 +81,8 @@ DELAY_GRID = 0.125
 # the bins of speech mixtures: 4-5x faster, the pans and delays the same to 0.1° and 0.01 sample);
 # the posteriors of every bin are computed once at the end.
 SUPPORT_ENERGY = 0.99
+# Frames per block when computing the posteriors of every bin (bounds the temporaries).
+_BLOCK_FRAMES = 256
 
 
 @dataclass(frozen=True)
@@ -129,17 +131,30 @@ class _Bins:
     w: np.ndarray
 
 
-def _bins(features: BinFeatures, share: float | None) -> _Bins:
-    """All bins (``share=None``) or the loudest ones holding ``share`` of the energy."""
-    F, N = features.p0.shape
+def _frames(features: BinFeatures, start: int, stop: int) -> _Bins:
+    """Every bin of frames ``start … stop - 1``, frequency-major."""
+    F = features.p0.shape[0]
+    n = stop - start
+    cross = features.cross[:, start:stop]
+    return _Bins(
+        f=np.repeat(np.arange(F), n),
+        n=np.tile(np.arange(start, stop), F),
+        p0=features.p0[:, start:stop].ravel(),
+        cross_re=cross.real.ravel(),
+        cross_im=cross.imag.ravel(),
+        w=features.energy[:, start:stop].ravel(),
+    )
+
+
+def _support(features: BinFeatures, share: float) -> _Bins:
+    """The loudest bins that together hold ``share`` of the energy."""
+    N = features.p0.shape[1]
     energy = features.energy.ravel()
-    if share is None:
-        idx = np.arange(F * N)
-    else:
-        order = np.argsort(energy)[::-1]
-        cumulative = np.cumsum(energy[order])
-        count = int(np.searchsorted(cumulative, share * cumulative[-1])) + 1
-        idx = np.sort(order[: min(count, len(order))])
+    order = np.argsort(energy)[::-1]
+    cumulative = np.cumsum(energy[order])
+    count = int(np.searchsorted(cumulative, share * cumulative[-1])) + 1
+    idx = np.sort(order[: min(count, len(order))])
+    del order, cumulative
     cross = features.cross.ravel()[idx]
     return _Bins(
         f=idx // N,
@@ -239,7 +254,7 @@ def fit_spatial_mixture(
     n_side = int(np.ceil(max_delay / DELAY_GRID))
     delay_grid = np.linspace(-max_delay, max_delay, 2 * max(1, n_side) + 1)
     steer = np.exp(1j * np.outer(omega, delay_grid))  # (F, G)
-    bins = _bins(features, SUPPORT_ENERGY)
+    bins = _support(features, SUPPORT_ENERGY)
     frame_energy = np.maximum(np.bincount(bins.n, bins.w, N), np.finfo(np.float64).tiny)
 
     y = _alignment(bins, omega, pans, delays)
@@ -267,15 +282,18 @@ def fit_spatial_mixture(
             break
 
     delays = np.clip(delays, -max_delay, max_delay)
-    everything = _bins(features, None)
-    y = _alignment(everything, omega, pans, delays)
-    posterior, _ = _e_step(everything, _log_joint(everything, y, spreads, priors))
+    posterior = np.empty((K, F, N))
+    for start in range(0, N, _BLOCK_FRAMES):  # every bin, a block of frames at a time
+        block = _frames(features, start, min(N, start + _BLOCK_FRAMES))
+        y = _alignment(block, omega, pans, delays)
+        gamma, _ = _e_step(block, _log_joint(block, y, spreads, priors))
+        posterior[:, :, start : start + _BLOCK_FRAMES] = gamma.reshape(K, F, -1)
     return MixtureFit(
         pans=pans,
         delays=delays,
         spreads=spreads,
         priors=priors,
-        posterior=posterior.reshape(K, F, N),
+        posterior=posterior,
         log_likelihood=history,
         n_iter=n_iter,
         converged=bool(change < tol) or max_iter == 0,
