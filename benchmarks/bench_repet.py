@@ -15,7 +15,8 @@ Run: ``.venv/bin/python benchmarks/bench_repet.py [--threads 1] [--repeat 3] [--
    untimed warm-up, as a real-time factor and relative to the recipe; peak memory: tracemalloc
    in the warm-up run (numpy arrays, not BLAS buffers).
 2. **Other music** (``librosa_data``, no references): the defaults on every song and a few
-   speech files: the repetition fit that decides the warning, and the stems' energy shares.
+   speech files: the repetition structure that decides the warning (and the commonest distance
+   between similar frames), the share of the magnitude explained, and the stems' energy shares.
    ``--plots DIR`` saves each spectrogram with its vocal mask as a PNG.
 3. ``--long S``: a deterministic S-second stereo input (the excerpt repeated with random gains
    and a noise floor) to time the O(N²) similarity; demix only.
@@ -129,7 +130,7 @@ def bench_musdb(repeat: int) -> None:
 
 def bench_other(plots: Path | None) -> None:
     print("\nOther inputs (no references), demix defaults:")
-    print(f"{'file':46s} {'fit':>5s} {'warns':>5s} {'vocals E':>8s} {'accomp E':>8s} {'sim':>5s}")
+    print(f"{'file':46s} {'struct':>6s} {'lag s':>5s} {'warns':>5s} {'expl':>5s} {'voc E':>5s} {'acc E':>5s}")
     for name in OTHER:
         path = DATA / "librosa_data" / name
         if not path.exists():
@@ -141,11 +142,11 @@ def bench_other(plots: Path | None) -> None:
         warned = any("does not fit" in str(w.message) for w in caught)
         d, f = result.diagnostics, result.facts
         print(
-            f"{name:46s} {d['repetition_fit']:5.2f} {warned!s:>5s} {f[0]['energy_share']:8.2f} "
-            f"{f[1]['energy_share']:8.2f} {d['median_similarity']:5.2f}"
+            f"{name:46s} {d['repetition_structure']:6.2f} {d['repeat_lag_s']:5.2f} {warned!s:>5s} "
+            f"{d['explained_share']:5.2f} {f[0]['energy_share']:5.2f} {f[1]['energy_share']:5.2f}"
         )
         if plots is not None:
-            _plot(x, rate, result.stems[0], plots / f"repet_{path.stem}.png", d["repetition_fit"])
+            _plot(x, rate, result.stems[0], plots / f"repet_{path.stem}.png", d["repetition_structure"])
 
 
 def _plot(x: np.ndarray, rate: int, vocals: np.ndarray, out: Path, fit: float) -> None:
@@ -162,7 +163,7 @@ def _plot(x: np.ndarray, rate: int, vocals: np.ndarray, out: Path, fit: float) -
     ax[0].set_title(f"{out.stem}: mixture, 0-8 kHz")
     ratio = np.clip(Y[:top] / np.maximum(X[:top], 1e-9), 0, 1)
     ax[1].imshow(ratio, origin="lower", aspect="auto", vmin=0, vmax=1, cmap="gray")
-    ax[1].set_title(f"|vocals| / |mixture| (white: voice), repetition fit {fit:.2f}")
+    ax[1].set_title(f"|vocals| / |mixture| (white: voice), repetition structure {fit:.2f}")
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=70)
