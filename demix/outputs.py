@@ -97,7 +97,7 @@ def check_writable(path: Path, *, what: str = "output folder") -> None:
         existing = existing.parent
     target = existing if existing.is_dir() else None
     if target is None:
-        raise OutputError(f"{what} {path}: {existing} exists and is not a folder")
+        raise OutputError(f"{what} {path}: {existing.name} is a file, not a folder")
     try:
         probe = tempfile.mkdtemp(prefix=".demix-probe-", dir=target)
         os.rmdir(probe)
@@ -268,6 +268,11 @@ class RunFolder:
             writer(tmp)
         except OSError as exc:
             raise environment_error(self.folder / relative, exc) from None
+        except RuntimeError as exc:
+            # libsndfile reports a failed write(2) as its "system error" (code 2), errno lost
+            if type(exc).__name__ != "LibsndfileError" or getattr(exc, "code", None) != 2:
+                raise
+            raise MachineError(f"cannot write {self.folder / relative}: {_refusal(self._staging)}") from None
         return self.folder / relative
 
     def commit(self, manifest: dict[str, Any]) -> None:
@@ -313,6 +318,15 @@ class RunFolder:
         if failed and self._created is not None:
             shutil.rmtree(self._created, ignore_errors=True)
         release(self.folder)
+
+
+def _refusal(folder: Path) -> str:
+    """Why the system refused a write whose errno was lost: a full disk, or some other limit."""
+    with contextlib.suppress(OSError):
+        info = os.statvfs(folder)
+        if info.f_bavail * info.f_frsize < 1 << 20:
+            return os.strerror(errno.ENOSPC)
+    return "the system refused the write (a full disk, a quota or a file-size limit)"
 
 
 def _relative(name: str) -> Path:

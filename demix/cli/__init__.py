@@ -12,7 +12,7 @@ from typer.core import TyperGroup
 
 from demix import __version__
 from demix.cli.bases import bases_app
-from demix.cli.console import Reporter, install_signal_handlers
+from demix.cli.console import Reporter, signals_as_interrupts
 from demix.cli.decorr import decorr
 from demix.cli.duet import duet
 from demix.cli.evaluate import evaluate
@@ -35,10 +35,10 @@ class _OneLineErrors(TyperGroup):
     def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
              complete_var: str | None = None, standalone_mode: bool = True,
              windows_expand_args: bool = True, **extra: Any) -> Any:  # fmt: skip
-        install_signal_handlers()
         polish_help(self)
         try:
-            code = super().main(args, prog_name, complete_var, False, windows_expand_args, **extra)
+            with signals_as_interrupts():
+                code = super().main(args, prog_name, complete_var, False, windows_expand_args, **extra)
         except click_errors.NoArgsIsHelpError as exc:  # a bare command: its help, as before
             typer.echo(exc.ctx.get_help())
             code = 2

@@ -12,6 +12,7 @@ from demix.cli.console import Reporter, handle_errors
 from demix.cli.fetch import download_bar
 from demix.inputs import expand_sources
 from demix.methods.nmf_separate import LearnBasesParams
+from demix.outputs import check_file_target
 
 bases_app = typer.Typer(
     name="bases",
@@ -60,6 +61,7 @@ def learn(
         components=components, beta=beta, n_fft=n_fft, hop=hop, max_iter=max_iter, tol=tol, seed=seed,
         init=init.value, sparsity=sparsity,
     )  # fmt: skip
+    check_file_target(out, force=force)  # a folder, an unwritable place: refused before the work
     sources = expand_sources(examples)
     with download_bar(reporter):
         meta = learn_bases_file(sources, out, params, sample_rate=sr, force=force)

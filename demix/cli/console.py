@@ -49,17 +49,25 @@ def _terminate(signum: int, frame: object) -> None:
     raise Terminated(signum)
 
 
-def install_signal_handlers() -> None:
+@contextmanager
+def signals_as_interrupts() -> Iterator[None]:
     """Handle SIGTERM (batch systems, ``timeout``) and SIGHUP (a closed terminal) like Ctrl-C.
 
-    Only from the main thread, where Python delivers signals; signals a parent chose to ignore
-    (``nohup``) stay ignored.
+    Only in the main thread, where Python delivers signals; signals a parent chose to ignore
+    (``nohup``) stay ignored; the previous handlers are restored afterwards.
     """
     if threading.current_thread() is not threading.main_thread():
+        yield
         return
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        if signal.getsignal(signum) is not signal.SIG_IGN:
+    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGHUP)}
+    for signum, handler in previous.items():
+        if handler is not signal.SIG_IGN:
             signal.signal(signum, _terminate)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 @dataclass(frozen=True)

@@ -222,6 +222,7 @@ EXAMPLES = {
     "repet": "demix repet song.wav -o out",
     "eval": "demix eval --reference mixdir --estimate out",
     "fetch": 'demix fetch "https://example.org/talk.mp3" -o talk.wav --start 1:00 --end 1:30',
+    "report": "demix report out/ -r mixdir",
     "identify": "demix identify enroll voices/ -o voices.npz",
     "identify enroll": "demix identify enroll voices/ -o voices.npz",
     "identify label": "demix identify label voices.npz out/ --rename",
@@ -267,8 +268,10 @@ def polish_help(command: Any, path: tuple[str, ...] = ()) -> None:
         ):
             longest = max(param.opts, key=len).lstrip("-")
             param.metavar = longest.upper()
+        is_flag = getattr(param, "is_flag", False) or getattr(param, "is_bool_flag", False)
         if (
             not isinstance(param, TyperArgument)
+            and not is_flag
             and param.default is None
             and not param.required
             and not isinstance(param.show_default, str)
