@@ -536,9 +536,9 @@ def _model_section(manifest: dict[str, Any]) -> str:
                 body += f"<h3>{_e(key)} matrix</h3>\n{_matrix(model[key])}"
         other = {k: v for k, v in model.items() if k not in ("mixing", "unmixing")}
         if other:
-            body += f"<pre>{_e(json.dumps(other, indent=1)[:4000])}</pre>\n"
+            body += f"<pre>{_e(json.dumps(_rounded(other), indent=1)[:4000])}</pre>\n"
     if diagnostics:
-        body += f"<h3>diagnostics</h3>\n<pre>{_e(json.dumps(diagnostics, indent=1)[:4000])}</pre>\n"
+        body += f"<h3>diagnostics</h3>\n<pre>{_e(json.dumps(_rounded(diagnostics), indent=1)[:4000])}</pre>\n"
     return f'<section>\n<h2>Model</h2>\n<div class="card">\n{body}</div>\n</section>\n'
 
 
@@ -568,7 +568,18 @@ def _short(value: Any, limit: int = 300) -> str:
     elif isinstance(value, float):
         text = _number(value)
     elif isinstance(value, list | dict):
-        text = json.dumps(value, separators=(",", ":"))
+        text = json.dumps(_rounded(value), separators=(",", ": "))
     else:
         text = "null" if value is None else str(value)
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _rounded(value: Any) -> Any:
+    """Floats anywhere in a structure to 4 significant digits, for reading."""
+    if isinstance(value, float):
+        return float(f"{value:.4g}")
+    if isinstance(value, list):
+        return [_rounded(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    return value
