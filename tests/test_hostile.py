@@ -508,3 +508,18 @@ def test_a_full_disk_is_exit_5_with_the_reason(space: Path) -> None:
     assert_refused(code, err, 5, "cannot write", str(out))
     assert "please report" not in err
     assert not out.exists() and snapshot(space) == before and leftovers(space) == []
+
+
+@pytest.mark.parametrize(
+    "outputs",
+    [{}, [{"file": 5, "role": "source"}], [{"file": "../../notes.txt", "role": "source"}], ["source_1.wav"]],
+    ids=["dict", "number", "dotdot", "not-a-dict"],
+)
+def test_label_refuses_a_malformed_run_manifest(space: Path, previous: Path, outputs: object) -> None:
+    manifest = json.loads((previous / "demix.json").read_text())
+    (previous / "demix.json").write_text(json.dumps({**manifest, "outputs": outputs}))
+    model = _model(space / "model.npz", ["alan", "beth"])
+    before = snapshot(space)
+    code, _, err = run("identify", "label", model, previous, "--rename")
+    assert_refused(code, err, 2, "demix.json")
+    assert snapshot(space) == before

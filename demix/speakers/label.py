@@ -80,17 +80,31 @@ def collect_files(specs: Sequence[str]) -> list[Path]:
 
 
 def _run_sources(folder: Path) -> list[Path]:
-    names = [o["file"] for o in read_manifest(folder).get("outputs", []) if o.get("role") == "source"]
+    names = [o["file"] for o in _outputs(folder) if o.get("role") == "source"]
     if not names:
         raise ParameterError(f"{folder}/{MANIFEST} lists no separated sources to label")
     return [folder / name for name in names]
+
+
+def _outputs(folder: Path) -> list[dict[str, Any]]:
+    """A run manifest's ``outputs``, each a dict naming a file in the folder itself, or refused."""
+    outputs = read_manifest(folder).get("outputs", [])
+    if not isinstance(outputs, list):
+        raise ParameterError(f"{folder}/{MANIFEST}: 'outputs' is not a list; not a demix run folder")
+    for entry in outputs:
+        name = entry.get("file") if isinstance(entry, dict) else None
+        if not isinstance(name, str) or Path(name).is_absolute() or ".." in Path(name).parts:
+            raise ParameterError(
+                f"{folder}/{MANIFEST}: output {str(entry)[:60]!r} does not name a file in the folder"
+            )
+    return outputs
 
 
 def _is_source(path: Path, *, explicit: bool) -> bool:
     if explicit or not (path.parent / MANIFEST).is_file():
         return True
     try:
-        outputs = read_manifest(path.parent).get("outputs", [])
+        outputs = _outputs(path.parent)
     except ParameterError:
         return True
     return any(o.get("file") == path.name and o.get("role") == "source" for o in outputs)
