@@ -292,8 +292,11 @@ def test_report_scores_against_references_and_without_history(tmp_path: Path) ->
     write_wav(refs / "noise.wav", noise)
     write_wav(refs / "tone.wav", tone)
     write_wav(tmp_path / "in" / "mixture.wav", np.stack([tone, noise]))  # not the run's input any more
-    report = build_report(run, out=run / "r.html", reference=refs)
+    out = tmp_path / "pages" / "deep" / "r.html"  # a page away from its run: links still resolve
+    report = build_report(run, out=out, reference=refs)
     assert report.panels == 2 and any("has changed" in note for note in report.notes)
+    assert report.audio == ["../../run/source_1.wav", "../../run/source_2.wav"]
+    assert all((out.parent / unquote(src)).resolve().is_file() for src in report.audio)
     assert report.scores_from is not None and report.scores_from.startswith("BSS Eval v3")
     rows = re.findall(r"<tr><td><code>(source_\d\.wav)</code></td><td><code>(\w+\.wav)</code>", report.html)
     assert sorted(rows) == [("source_1.wav", "tone.wav"), ("source_2.wav", "noise.wav")]
