@@ -16,7 +16,7 @@ import numpy as np
 
 from demix.errors import ParameterError
 
-__all__ = ["audible", "choice", "format_limits", "integer", "number", "optional_integer"]
+__all__ = ["audible", "choice", "integer", "number", "optional_integer"]
 
 
 def _is_int(value: object) -> bool:
@@ -80,25 +80,6 @@ def choice(option: str, value: object, choices: Iterable[str]) -> str:
     if value not in allowed:
         raise ParameterError(f"{option} {value!r} is unknown; expected one of {', '.join(allowed)}")
     return str(value)
-
-
-#: Channels each output container holds (libsndfile's limits: FLAC 8, WAV/WAVEX 65535 in theory,
-#: but players and demix's own tools stop far below; 1024 is far beyond any microphone array).
-FORMAT_CHANNELS = {"wav": 1024, "flac": 8, "ogg": 255, "opus": 255, "mp3": 2}
-
-
-def format_limits(fmt: str, channels: int) -> None:
-    """Refuse, before any work, outputs of ``channels`` channels that ``--format fmt`` cannot hold.
-
-    Call it with the largest channel count a run will write (the input's with ``images`` layout,
-    1 for mono sources), once the input's header is read and before separating.
-    """
-    limit = FORMAT_CHANNELS.get(fmt.lower())
-    if limit is not None and channels > limit:
-        raise ParameterError(
-            f"--format {fmt} holds at most {limit} channels, but the outputs would have {channels}; "
-            + ("use --format wav" if fmt.lower() != "wav" else "use fewer channels")
-        )
 
 
 #: One step of 24-bit PCM: quieter samples are written as zeros.

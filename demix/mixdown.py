@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from demix import audio
-from demix.checks import audible, format_limits
+from demix.checks import audible
 from demix.errors import ParameterError
 from demix.jobs import WriteOptions, stage_audio
 from demix.manifest import clean, input_record, matrix, new_manifest, output_record
@@ -61,7 +61,6 @@ def build_mix(
     rng = np.random.default_rng(seed)
     n_src = len(sources)
     model = spatial if spatial is not None else _instantaneous_matrix(A, n_channels, n_src, rng)
-    format_limits(options.fmt, model.n_mics if isinstance(model, RoomSpec) else 2 if spatial else len(model))
     if spatial is not None and A is not None:
         raise ParameterError(
             "--matrix is for instantaneous mixtures; it cannot be combined with --room or --pan"
@@ -69,6 +68,14 @@ def build_mix(
 
     tic = time.perf_counter()
     signals, rate = _load_mono_sources(sources, options.sample_rate)
+    channels = (
+        model.shape[0]
+        if isinstance(model, np.ndarray)
+        else model.n_mics
+        if isinstance(model, RoomSpec)
+        else 2
+    )
+    audio.check_format_limits(options.fmt, channels, rate)  # before mixing (a room takes a while)
     length = min(s.shape[0] for s in signals)
     if duration is not None:
         wanted = round(duration * rate)

@@ -127,7 +127,7 @@ OPTION_CASES: list[tuple[str, Callable[[Path, Path], list[str | Path]], str]] = 
     (
         "mix flac 9 ch",
         lambda s, o: ["mix", *VOICES, "-o", o, "--channels", "9", "--format", "flac"],
-        "8 channels",
+        "at most 8 channel",
     ),
     ("mix --rt60 nan", lambda s, o: ["mix", *VOICES, "-o", o, "--room", "5,4,3", "--rt60", "nan"], "--rt60"),
 ]
