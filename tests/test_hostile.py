@@ -523,3 +523,12 @@ def test_label_refuses_a_malformed_run_manifest(space: Path, previous: Path, out
     code, _, err = run("identify", "label", model, previous, "--rename")
     assert_refused(code, err, 2, "demix.json")
     assert snapshot(space) == before
+
+
+def test_enroll_refuses_a_folder_as_model_before_the_work(space: Path) -> None:
+    model = space / "model.npz"
+    model.mkdir()
+    before = snapshot(space)
+    code, _, err = run("identify", "enroll", space, "-o", model, "--force")
+    assert_refused(code, err, 2, "is a folder")
+    assert snapshot(space) == before

@@ -13,6 +13,7 @@ from demix.cli import options as opt
 from demix.cli.console import Reporter, handle_errors
 from demix.errors import ParameterError
 from demix.manifest import runs_document
+from demix.outputs import check_file_target
 
 identify_app = typer.Typer(
     name="identify",
@@ -38,7 +39,9 @@ def enroll(
     n_mfcc: Annotated[
         int, typer.Option("--n-mfcc", min=2, help="MFCCs per frame (c0, the level, is dropped).")
     ] = 20,
-    sr: Annotated[int, typer.Option("--sr", min=1, help="Analysis sample rate (Hz).")] = 16000,
+    sr: Annotated[
+        int, typer.Option("--sr", min=1000, max=opt.MAX_RATE, help="Analysis sample rate (Hz).")
+    ] = 16000,
     seed: opt.Seed = 0,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing model file.")] = False,
     json: opt.Json = False,
@@ -53,6 +56,7 @@ def enroll(
     reporter = Reporter(json, quiet, verbose)
     if out.suffix.lower() != ".npz":  # also keeps a typo from replacing an example clip
         raise ParameterError(f"-o {out}: the model file name must end in .npz")
+    check_file_target(out, force=force)  # a folder, an unwritable place: before the work
     if out.exists() and not force:  # before the work, not only when saving
         raise ParameterError(f"model file {out} already exists; use --force to replace it")
     settings = FeatureSettings(sample_rate=sr, n_mfcc=n_mfcc, features=features.value)
