@@ -3,8 +3,9 @@
 A separating command builds one :class:`~demix.jobs.Job` per input (method name, parameters,
 input, run folder, write options: plain data) and hands them to :func:`separate_batch`; the
 method comes from the registry, post-processing dispatches on the kind of model it returns,
-and names and per-source facts follow the sources into their final order. Batches run input by
-input: one bad input is recorded and the others go on.
+and names and per-source facts follow the sources into their final order. One bad input in a
+batch is recorded and the others go on; :mod:`demix.batch` runs a batch in this process, in
+worker processes or on a Dask cluster, and skips finished runs when resuming.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from demix.jobs import Job, WriteOptions, stage_audio
 from demix.manifest import clean, input_record, new_manifest, output_record
 from demix.methods.nmf_separate import LearnBasesParams
 from demix.model_fit import check_model_fit
-from demix.outputs import RunFolder, check_run_folder
+from demix.outputs import MANIFEST, RunFolder, check_run_folder
 from demix.post import excess_kurtosis, finish, run_gain
 from demix.registry import MethodSpec, method_spec
 from demix.types import Callback, Signal
@@ -39,6 +40,8 @@ class BatchResult:
 
     manifests: list[dict[str, Any]] = field(default_factory=list)
     failures: list[tuple[str, DemixError]] = field(default_factory=list)
+    #: Inputs not run because their folder already held the same finished run (``--resume``).
+    skipped: list[str] = field(default_factory=list)
 
 
 def plan_folders(
@@ -49,15 +52,17 @@ def plan_folders(
     progress: ProgressHook | None = None,
     log: Log | None = None,
     folder_template: str = DEFAULT_FOLDER_TEMPLATE,
+    resume: bool = False,
 ) -> list[Path]:
     """Run folders for ``inputs``, with every URL input fetched into the cache first.
 
-    One input: ``out``, checked before anything is downloaded. Several: ``out/<stem>/``, where a
-    URL's stem is its title and id, known only once fetched. In a batch, a URL that cannot be
-    fetched is named from its address and fails, with its message, when the batch reaches it.
+    One input: ``out``, checked before anything is downloaded (unless ``resume`` may skip the
+    finished run it holds). Several: ``out/<stem>/``, where a URL's stem is its title and id,
+    known only once fetched. In a batch, a URL that cannot be fetched is named from its address
+    and fails, with its message, when the batch reaches it.
     """
     options.validate()
-    if len(inputs) == 1:
+    if len(inputs) == 1 and not (resume and (out / MANIFEST).is_file()):
         check_run_folder(out, force=options.force, inputs=_local(inputs))
     named: list[Named] = []
     for item in inputs:
@@ -86,30 +91,25 @@ def separate_batch(
     progress: Callable[[Input], Callback] | None = None,
     on_done: Callable[[Input, dict[str, Any] | DemixError], None] | None = None,
 ) -> BatchResult:
-    """Run every job; every run folder is checked before any work starts.
+    """Run every job in this process, one after another; every run folder is checked first.
 
     ``progress(input)`` gives each input's iteration callback; ``on_done`` hears each outcome.
-    With one job its error propagates; in a batch a failing input is recorded and the others go on.
+    With one job its error propagates; in a batch a failing input is recorded and the others go
+    on. :func:`demix.batch.run_batch` adds worker processes, a Dask cluster and resuming.
     """
-    local = [job.source for job in jobs if isinstance(job.source, Path)]
-    for job in jobs:
-        job.options.validate()
-        check_run_folder(job.folder, force=job.options.force, inputs=local)
-    result = BatchResult()
-    for job in jobs:
-        outcome: dict[str, Any] | DemixError
-        try:
-            callback = progress(job.source) if progress is not None else None
-            outcome = run_job(job, callback=callback)
-            result.manifests.append(outcome)
-        except DemixError as exc:
-            if len(jobs) == 1:
-                raise
-            outcome = exc
-            result.failures.append((str(job.source), exc))
-        if on_done is not None:
-            on_done(job.source, outcome)
-    return result
+    from demix.batch import run_batch
+
+    return run_batch(jobs, progress=progress, on_done=on_done)
+
+
+def manifest_params(job: Job) -> dict[str, Any]:
+    """The ``params`` a manifest of ``job`` records: the method, its parameters, how it is written."""
+    record = {
+        "method": method_spec(job.method).name,
+        **params_record(job.params),
+        **_write_record(job.options),
+    }
+    return clean(record)
 
 
 def run_job(job: Job, *, callback: Callback | None = None, stream: bool | None = None) -> dict[str, Any]:

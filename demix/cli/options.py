@@ -205,6 +205,33 @@ FolderTemplate = Annotated[
     str,
     typer.Option("--folder", help="Several inputs: each run folder's name under -o: {input} {index}."),
 ]
+Jobs = Annotated[
+    int,
+    typer.Option(
+        "-j",
+        "--jobs",
+        min=1,
+        max=1024,
+        help="Separate this many inputs at once, in worker processes (each with cores/N BLAS threads).",
+    ),
+]
+Resume = Annotated[
+    bool,
+    typer.Option(
+        "--resume",
+        help="Skip inputs whose run folder already holds the same finished run (same command, "
+        "parameters and input); with --force the other folders are redone.",
+    ),
+]
+Scheduler = Annotated[
+    str | None,
+    typer.Option(
+        "--scheduler",
+        help="Run the inputs on a Dask cluster, e.g. tcp://host:8786 (pip install 'demix[cluster]'); "
+        "its workers must see the same paths.",
+        metavar="ADDRESS",
+    ),
+]
 
 
 # ---------------------------------------------------------------------------------------------

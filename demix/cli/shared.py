@@ -14,6 +14,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from demix.audio import DEFAULT_SUBTYPE
+from demix.batch import BatchOptions
 from demix.cli import options as opt
 from demix.cli.console import Reporter, translated_errors
 from demix.fetch import parse_time
@@ -34,11 +35,19 @@ class Shared:
     images: opt.Images = None
     name: opt.FileTemplate = DEFAULT_FILE_TEMPLATE
     folder: opt.FolderTemplate = DEFAULT_FOLDER_TEMPLATE
+    jobs: opt.Jobs = 1
+    resume: opt.Resume = False
+    scheduler: opt.Scheduler = None
     force: opt.Force = False
     strict: opt.Strict = False
     json: opt.Json = False
     quiet: opt.Quiet = False
     verbose: opt.Verbose = False
+
+    @property
+    def batch(self) -> BatchOptions:
+        """How the inputs run: ``-j`` worker processes or a Dask ``--scheduler``; ``--resume``."""
+        return BatchOptions(jobs=self.jobs, scheduler=self.scheduler, resume=self.resume)
 
     @property
     def reporter(self) -> Reporter:
