@@ -100,6 +100,7 @@ _BLOCK_ENTRIES = 1 << 22  # similarity entries per row block (16 MiB in float32)
 _MEDIAN_ENTRIES = 1 << 23  # gathered magnitudes per median block (32 MiB)
 _NETWORK_CHUNK = 1 << 16  # columns per pass of the sorting network
 _NMF_RANK = 20  # bases per source in the refinement
+_MASK_FRAMES = 4096  # frames per block of the soft masks
 
 
 @dataclass(frozen=True)
@@ -508,7 +509,10 @@ def _repet(X: np.ndarray, sample_rate: int, params: RepetParams, callback: Callb
     if mask == "binary":
         masks = np.stack([voice > W, voice <= W]).astype(np.float32)
     else:
-        masks = soft_masks([voice, W], power=1.0).astype(np.float32)
+        masks = np.empty((2, *V.shape), dtype=np.float32)
+        for f0 in range(0, V.shape[1], _MASK_FRAMES):  # soft_masks works in float64: in blocks
+            cut = slice(f0, f0 + _MASK_FRAMES)
+            masks[:, :, cut] = soft_masks([voice[:, cut], W[:, cut]], power=1.0)
     final_change = 0.0
     if params.refine == "nmf":
         nmf_masks, n_iter, converged, final_change = _nmf_masks(V, voice, W, max_iter, tol, params.seed)
@@ -541,12 +545,13 @@ def _repet(X: np.ndarray, sample_rate: int, params: RepetParams, callback: Callb
     distance = np.abs(idx - np.arange(idx.shape[0])[:, None])[valid] / frames_per_s
     median_sim = float(np.median(sims[valid])) if valid.any() else math.nan
     energy = float(np.sum(X**2))
-    weight = V.astype(np.float64) ** 2
+    weight = V * V
+    total_weight = float(np.sum(weight, dtype=np.float64))
     facts = []
     for j, name in enumerate(NAMES):
         fact: dict[str, Any] = {
             "energy_share": float(np.sum(stems[j] ** 2) / energy),
-            "mask_mean": float(np.sum(masks[j] * weight) / np.sum(weight)),
+            "mask_mean": float(np.sum(masks[j] * weight, dtype=np.float64) / total_weight),
         }
         if name == "accompaniment":
             fact.update(
