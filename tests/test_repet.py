@@ -129,12 +129,12 @@ def test_synthetic_loop_and_voice(synthetic) -> None:
 def test_binary_mask_and_nmf_refinement(synthetic) -> None:
     mixture, references, rate = synthetic
     binary = repet(mixture, rate, n_fft=1024, hop=256, mask="binary")
-    refined = repet(mixture, rate, n_fft=1024, hop=256, refine="nmf", max_iter=40, tol=0.0)
+    refined = repet(mixture, rate, n_fft=1024, hop=256, refine="nmf", max_iter=15, tol=0.0)
     for result in (binary, refined):  # measured 5.9 / 6.7 and 6.4 / 7.4 dB
         np.testing.assert_allclose(result.stems.sum(axis=0), mixture, atol=1e-9)
         assert np.all(_sdr(references, result.stems[:, 0]) >= 4.0)
     assert binary.n_iter == 0
-    assert refined.n_iter == 120  # three NMF fits of exactly --max-iter (tol 0)
+    assert refined.n_iter == 45  # three NMF fits of exactly --max-iter (tol 0)
 
 
 def test_windowed_search_for_long_inputs(synthetic, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -149,8 +149,8 @@ def test_windowed_search_for_long_inputs(synthetic, monkeypatch: pytest.MonkeyPa
 def test_speech_alone_warns_that_repetition_does_not_fit() -> None:
     data, rate = sf.read(shared("librosa_data/libri3_198-209-0000_female_16k.wav"), always_2d=True)
     with pytest.warns(UserWarning, match="repetition model does not fit"):
-        result = repet(data.T, rate, n_fft=1024, hop=256)
-    # measured 0.13 (speech 0.09-0.16; songs 0.21-0.43)
+        result = repet(data.T[:, : 8 * rate], rate, n_fft=1024, hop=256)
+    # measured 0.14 on these 8 s at this STFT (speech 0.09-0.16; songs 0.21-0.43)
     assert result.diagnostics["repetition_structure"] < 0.17
     assert result.diagnostics["fits"] is False
 
@@ -205,6 +205,7 @@ def test_input_errors() -> None:
 
 def test_registry_runner_returns_named_stems(synthetic) -> None:
     mixture, _, rate = synthetic
+    mixture = mixture[:, : 3 * rate]
     params = repet_module.RepetParams(n_fft=1024, hop=256)
     sep = repet_module.separate(mixture, rate, params)
     assert sep.layout == "mono" and sep.sources.shape == (2, mixture.shape[1])  # mono in: mono stems
