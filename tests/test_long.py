@@ -1,0 +1,150 @@
+"""Long recordings in bounded memory (issue 15): streamed ``ica``/``decorr`` against the in-memory path.
+
+* memory: a recording whose float64 size is three times a stated bound is separated by the CLI
+  in a subprocess whose peak RSS (``resource.getrusage`` of the children of a wrapper process)
+  stays under the interpreter's baseline plus that bound;
+* agreement: on a shorter recording, the streamed run with small, odd-sized blocks (a hundred
+  block edges) writes the same samples as the in-memory run, sample by sample and around every
+  block edge; the streamed statistics (covariance, lagged covariances across edges) equal the
+  in-memory ones to round-off.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from scipy.signal import lfilter
+
+from demix.jobs import Job, WriteOptions
+from demix.methods.fastica import FastICAParams
+from demix.methods.lagged import lagged_covariances
+from demix.methods.sobi import DecorrParams
+from demix.methods.whitening import mean_and_covariance
+from demix.metrics import amari_index
+from demix.pipeline import run_job
+from demix.registry import method_spec
+from demix.streaming import Plan, Recording, run_streamed, statistics
+
+ROOT = Path(__file__).resolve().parents[1]
+#: Memory the streamed run may take beyond the interpreter that runs `demix --version` (MB).
+BOUND_MB = 250
+RATE = 8000
+MIXING = np.array([[1.0, 0.6], [0.45, 1.0]])
+
+_MEASURE = """
+import resource, subprocess, sys
+done = subprocess.run(sys.argv[1:], capture_output=True, text=True)
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024)
+sys.stderr.write(done.stderr)
+sys.stdout.write(done.stdout)
+sys.exit(done.returncode)
+"""
+
+
+def _peak_rss_mb(args: list[str]) -> tuple[int, str]:
+    """Peak RSS (MB) of ``python -m demix ARGS`` in its own process, and its stdout."""
+    done = subprocess.run(
+        [sys.executable, "-c", _MEASURE, sys.executable, "-m", "demix", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    first, _, rest = done.stdout.partition("\n")
+    return int(first), rest
+
+
+def _synthesise(path: Path, n_samples: int, seed: int = 0, block: int = 1 << 20) -> None:
+    """Two coloured super-Gaussian sources (different AR poles), mixed, written block by block."""
+    rng = np.random.default_rng(seed)
+    state = [np.zeros(1), np.zeros(1)]
+    poles = (0.2, 0.8)
+    with sf.SoundFile(path, "w", RATE, 2, "PCM_16", format="WAV") as out:
+        for a in range(0, n_samples, block):
+            k = min(block, n_samples - a)
+            t = (a + np.arange(k)) / RATE
+            S = np.empty((2, k))
+            for i in range(2):
+                env = 0.1 + np.maximum(np.sin(2 * np.pi * (0.4 + 0.3 * i) * t + i), 0.0)
+                S[i], state[i] = lfilter([1.0], [1.0, -poles[i]], rng.laplace(size=k) * env, zi=state[i])
+            out.write(np.clip(0.04 * (MIXING @ S), -1, 1).T)
+
+
+def test_streamed_ica_stays_under_the_bound(tmp_path: Path) -> None:
+    baseline, _ = _peak_rss_mb(["--version"])
+    n_samples = 3 * BOUND_MB * 2**20 // (2 * 8) + 1  # float64 size: three times the bound
+    mix = tmp_path / "long.wav"
+    _synthesise(mix, n_samples)
+    peak, out = _peak_rss_mb(["ica", str(mix), "-o", str(tmp_path / "ica"), "--json", "-q"])
+    manifest = json.loads(out)["runs"][0]
+    assert manifest["streaming"]["passes"] >= 4
+    assert peak < baseline + BOUND_MB, f"peak RSS {peak} MB, baseline {baseline} MB"
+    assert amari_index(np.asarray(manifest["model"]["unmixing"]) @ MIXING) < 0.01
+    with sf.SoundFile(tmp_path / "ica" / manifest["outputs"][0]["file"]) as handle:
+        assert handle.frames == n_samples
+
+
+@pytest.fixture(scope="module")
+def short_mix(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("short") / "mix.wav"
+    _synthesise(path, 400_000, seed=3)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("method", "params", "options"),
+    [
+        ("fastica", FastICAParams(), WriteOptions(force=True)),
+        ("decorr", DecorrParams(lags="1-100"), WriteOptions(force=True, start=1.0, duration=45.0)),
+    ],
+)
+def test_streamed_equals_in_memory_at_every_block_edge(
+    tmp_path: Path, short_mix: Path, method: str, params: object, options: WriteOptions
+) -> None:
+    block = 3001  # odd, so no block edge lines up with the in-memory inner blocks
+    written = {}
+    for stream in (False, True):
+        job = Job("x", method, params, short_mix, tmp_path / str(stream), options)
+        if stream:
+            manifest = run_streamed(job, method_spec(method), Plan(block, 1.0))
+            assert manifest["streaming"]["block_samples"] == block
+        else:
+            manifest = run_job(job, stream=False)
+        written[stream] = (manifest, [sf.read(job.folder / o["file"])[0] for o in manifest["outputs"]])
+    (memory, a), (streamed, b) = written[False], written[True]
+    assert set(memory) | {"streaming"} == set(streamed)
+    assert memory["gain"] == pytest.approx(streamed["gain"], rel=1e-9)
+    for key in ("rms", "peak", "kurtosis", "file", "method_index"):
+        assert [o[key] for o in memory["outputs"]] == pytest.approx([o[key] for o in streamed["outputs"]])
+    step = 2.0**-23  # one PCM_24 step
+    for x, y in zip(a, b, strict=True):
+        assert x.shape == y.shape
+        diff = np.abs(x - y)
+        edges = np.arange(block, len(diff), block)
+        around = diff[np.clip(edges[:, None] + np.arange(-3, 3), 0, len(diff) - 1)]
+        assert around.max() <= step, "a click at a block edge"
+        assert diff.max() <= step
+
+
+def test_streamed_statistics_equal_in_memory(short_mix: Path) -> None:
+    with sf.SoundFile(short_mix) as handle:
+        frames = handle.frames
+    X = sf.read(short_mix, always_2d=True)[0].T
+    lags = np.array([1, 2, 7, 100, 2999, 3001, 5000])
+    recording = Recording(short_mix, 0, frames, 2, RATE)
+    stats = statistics(recording, 3001, lags=lags, indices=np.array([0, 3000, 3001, frames - 1]))
+    mean, C = mean_and_covariance(X)
+    np.testing.assert_allclose(stats.mean, mean, rtol=0, atol=1e-15)
+    np.testing.assert_allclose(stats.covariance, C, rtol=1e-10, atol=0)
+    expected = lagged_covariances(X - mean[:, None], lags)
+    assert stats.lagged is not None
+    np.testing.assert_allclose(stats.lagged, expected, rtol=0, atol=1e-10 * np.abs(C).max())
+    assert stats.subsample is not None
+    np.testing.assert_array_equal(stats.subsample, X[:, [0, 3000, 3001, frames - 1]])
