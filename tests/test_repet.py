@@ -120,7 +120,8 @@ def test_synthetic_loop_and_voice(synthetic) -> None:
         result = repet(mixture, rate, n_fft=1024, hop=256)
     sdr = _sdr(references, result.stems[:, 0])
     assert result.stems.shape == (2, 1, mixture.shape[1])  # mono in, mono out
-    assert result.diagnostics["repeat_lag_s"] == pytest.approx(1.0, abs=0.05)  # the loop's length
+    lag = result.diagnostics["repeat_lag_s"]  # a multiple of the loop's length
+    assert lag > 0.95 and abs(lag - round(lag)) < 0.05, lag
     # measured 5.8 / 6.5 dB (every frame has only five true repetitions); the mixture scores
     # 0.1 / 0.1 dB, so a mask that does nothing or swaps the stems fails by far
     assert np.all(sdr >= 4.0), sdr

@@ -253,9 +253,36 @@ def _context_features(V: np.ndarray, context: int) -> np.ndarray:
 def _neighbours(
     V: np.ndarray, k: int, min_gap: int, spacing: int, context: int, window: int, callback: Callback | None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Indices ``(N, k)`` of each frame's most similar frames and their similarities (-inf: none)."""
+    """Indices ``(N, k)`` of each frame's most similar frames and their similarities (-inf: none).
+
+    With peaks spaced by 4 frames or more, the search runs on every second frame against every
+    second frame (a quarter of the work) and frame ``2r + 1`` takes the neighbours of ``2r``
+    shifted by one: along a repeated passage the distance to the repetition is constant.
+    Measured on the MUSDB excerpt: the same SDR to 0.05 dB.
+    """
     N = V.shape[1]
     Z = _context_features(V, context)
+    step = 2 if spacing >= 4 else 1
+    if step == 1:
+        return _search(Z, k, min_gap, spacing, window, callback)
+    idx_d, sims_d = _search(
+        np.ascontiguousarray(Z[:, ::step]), k, -(-min_gap // step), round(spacing / step),
+        window // step, callback,
+    )  # fmt: skip
+    rows = np.arange(N) // step
+    idx = idx_d[rows] * step + (np.arange(N) - rows * step)[:, None]
+    sims = sims_d[rows].copy()
+    sims[idx >= N] = -np.inf
+    idx = np.minimum(idx, N - 1)
+    order = np.argsort(-sims, axis=1, kind="stable")  # valid neighbours first again
+    return np.take_along_axis(idx, order, axis=1), np.take_along_axis(sims, order, axis=1)
+
+
+def _search(
+    Z: np.ndarray, k: int, min_gap: int, spacing: int, window: int, callback: Callback | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_neighbours` on context features ``Z`` ``(d, N)``: blocks of rows against all frames."""
+    N = Z.shape[1]
     w = max(1, spacing)  # cells of w frames; a peak within ±spacing is its cell's maximum
     width = min(N, window)
     n_cells = -(-width // w)
