@@ -3,7 +3,7 @@
 Quality is BSS Eval v3 SDR (``demix.metrics``) on the channel mean, as the benchmark measures it.
 The real case is the MUSDB18 excerpt (6.8 s, vocals against drums + bass + other, scored against
 the stems while separating ``mixture.flac``); leaving the mixture alone scores −1.5 dB vocals and
-+1.6 dB accompaniment there, the defaults measure 6.3 and 8.5 dB. The fast cases use a synthetic
++1.6 dB accompaniment there, the defaults measure 6.4 and 8.7 dB. The fast cases use a synthetic
 song whose accompaniment is a one-second loop and whose "voice" is a gliding harmonic tone that
 never repeats.
 """
@@ -81,7 +81,7 @@ def synthetic() -> tuple[np.ndarray, np.ndarray, int]:
 def test_musdb_vocals_and_accompaniment(musdb) -> None:
     _, reference, result, caught = musdb
     sdr = _sdr(reference, result.stems.mean(axis=1))
-    # Measured 6.3 / 8.5 dB; the mixture itself scores -1.5 / +1.6 dB. A mask that does nothing,
+    # Measured 6.4 / 8.7 dB; the mixture itself scores -1.5 / +1.6 dB. A mask that does nothing,
     # is inverted or is uniform stays near or below the mixture's numbers and fails by far.
     assert sdr[0] >= 5.0, sdr
     assert sdr[1] >= 6.0, sdr
@@ -151,7 +151,7 @@ def test_speech_alone_warns_that_repetition_does_not_fit() -> None:
     data, rate = sf.read(shared("librosa_data/libri3_198-209-0000_female_16k.wav"), always_2d=True)
     with pytest.warns(UserWarning, match="repetition model does not fit"):
         result = repet(data.T[:, : 8 * rate], rate, n_fft=1024, hop=256)
-    # measured 0.14 on these 8 s at this STFT (speech 0.09-0.16; songs 0.21-0.43)
+    # measured 0.14 on these 8 s at this STFT (speech 0.09-0.16; songs 0.21-0.44)
     assert result.diagnostics["repetition_structure"] < 0.17
     assert result.diagnostics["fits"] is False
 

@@ -65,7 +65,7 @@ def repet(
         typer.Option(
             "--refine",
             help="nmf: average the masks with those of KL-NMF models learnt from both stems "
-            "(slower: measured +0.3 dB vocals, +0.5 dB accompaniment on a MUSDB excerpt).",
+            "(several times slower: measured +0.2 dB vocals, +0.4 dB accompaniment on a MUSDB excerpt).",
         ),
     ] = Refine(RepetParams.refine),
     n_fft: opt.NFft = RepetParams.n_fft,

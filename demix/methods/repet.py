@@ -27,7 +27,7 @@ they are in the song, so repetition need not be periodic:
 5. **Refinement** (``refine="nmf"``): KL-NMF bases are fitted to the accompaniment model and to
    the voice residual (:func:`demix.methods.nmf.beta_nmf`), their activations refitted jointly
    on :math:`V` with the bases fixed, and the mask of these low-rank models is averaged with the
-   REPET mask (measured on the MUSDB excerpt: +0.2 dB vocals, +0.7 dB accompaniment; NMF masks
+   REPET mask (measured on the MUSDB excerpt: +0.2 dB vocals, +0.4 dB accompaniment; NMF masks
    alone lost vocals).
 6. **Masks.** ``soft``: :math:`M_{acc} = W / V` (REPET's ratio mask, :func:`~demix.spectral.
    soft_masks` with power 1); ``binary``: each bin to the larger model. Below ``high_pass`` Hz
@@ -42,8 +42,8 @@ is the commonest distance (a bar, or the distance between two choruses). Below
 :data:`MIN_STRUCTURE` nothing repeats as passages (speech alone, a solo instrument, an orchestral
 excerpt without a repeating accompaniment) and a ``UserWarning`` says so; the stems are still
 written. Measured with the defaults on 2-30 s files: LibriSpeech and CMU ARCTIC speech 0.09-0.16,
-solo trumpet and a robin 0.11-0.16, Brahms (orchestra, 10 s) 0.17, songs 0.21-0.43 (MUSDB 0.30,
-"fishin" 0.33, Vibe Ace 0.26, Nutcracker 0.43, a synthetic melody over a drum loop 0.21). The
+solo trumpet and a robin 0.11-0.16, Brahms (orchestra, 10 s) 0.17, songs 0.21-0.44 (MUSDB 0.27,
+"fishin" 0.33, Vibe Ace 0.25, Nutcracker 0.44, a synthetic melody over a drum loop 0.21). The
 margins are narrow (0.17 against 0.21). ``explained_share`` (:math:`\sum W / \sum V` above
 ``high_pass``) is recorded too but does not decide: it is the accompaniment's share of the mix,
 low for a loud voice or melody over sparse drums (0.07 for that synthetic song, which separates at
@@ -556,7 +556,7 @@ def _repet(X: np.ndarray, sample_rate: int, params: RepetParams, callback: Callb
     if structure < MIN_STRUCTURE:
         warnings.warn(
             f"the repetition model does not fit this input: only {structure:.2f} of the similar "
-            f"frames lie at the few most common distances (songs measure 0.21-0.43, speech alone "
+            f"frames lie at the few most common distances (songs measure 0.21-0.44, speech alone "
             f"0.09-0.16; below {MIN_STRUCTURE} nothing repeats as passages), so 'vocals' and "
             "'accompaniment' are unlikely to mean that",
             UserWarning,
