@@ -56,13 +56,14 @@ def plan_folders(
 ) -> list[Path]:
     """Run folders for ``inputs``, with every URL input fetched into the cache first.
 
-    One input: ``out``, checked before anything is downloaded (unless ``resume`` may skip the
-    finished run it holds). Several: ``out/<stem>/``, where a URL's stem is its title and id,
-    known only once fetched. In a batch, a URL that cannot be fetched is named from its address
-    and fails, with its message, when the batch reaches it.
+    One input: ``out``, checked before anything is downloaded (a finished run there is left to
+    :func:`demix.batch.run_batch`, which skips it with ``resume`` or says that it would). Several:
+    ``out/<stem>/``, where a URL's stem is its title and id, known only once fetched. In a batch,
+    a URL that cannot be fetched is named from its address and fails, with its message, when the
+    batch reaches it.
     """
     options.validate()
-    if len(inputs) == 1 and not (resume and (out / MANIFEST).is_file()):
+    if len(inputs) == 1 and not ((resume or isinstance(inputs[0], Path)) and (out / MANIFEST).is_file()):
         check_run_folder(out, force=options.force, inputs=_local(inputs))
     named: list[Named] = []
     for item in inputs:

@@ -152,8 +152,9 @@ def test_resume_redoes_nothing_that_is_finished_and_refuses_what_differs(batch: 
     code, stdout, err = run("ica", one, "-o", batch / "serial" / "in_000", "--resume", "--json")
     assert code == 0, err
     assert json.loads(stdout)["summary"] == {"succeeded": [], "failed": [], "skipped": [str(one)]}
-    code, _, err = run("ica", batch / "in", "-o", batch / "serial")
-    assert code == 2 and "in_000 already holds this run" in err and "--resume skips it" in err
+    for inputs, out in ((batch / "in", batch / "serial"), (one, batch / "serial" / "in_000")):
+        code, _, err = run("ica", inputs, "-o", out)
+        assert code == 2 and "in_000 already holds this run" in err and "--resume skips it" in err
     # Other parameters are another run: resuming does not take it for this one.
     code, _, err = run("ica", one, "-o", batch / "serial" / "in_000", "--resume", "--max-iter", "50")
     assert code == 2 and "--force" in err
