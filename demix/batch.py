@@ -28,8 +28,11 @@ import dataclasses
 import json
 import multiprocessing
 import os
+import select
 import signal
 import socket
+import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -274,7 +277,10 @@ def _in_processes(todo: Sequence[tuple[int, Job]], workers: int) -> Iterator[tup
     for _, job in todo:
         release(job.folder)  # checked here; the worker locks (and checks) it again for itself
     pool = ProcessPoolExecutor(
-        max_workers=workers, mp_context=_mp_context(), initializer=_init_worker, initargs=(threads,)
+        max_workers=workers,
+        mp_context=_mp_context(),
+        initializer=_init_worker,
+        initargs=(threads, os.getpid()),
     )
     try:
         futures = {pool.submit(work, job, context): index for index, job in todo}
@@ -299,9 +305,11 @@ def _on_cluster(todo: Sequence[tuple[int, Job]], address: str) -> Iterator[tuple
     for _, job in todo:
         release(job.folder)
     try:
+        _probe(address)  # Dask retries a refused connection until its timeout; say it at once
         client = Client(address, timeout=10, set_as_default=False)
     except (OSError, TimeoutError, ValueError) as exc:
-        raise ParameterError(f"--scheduler {address}: cannot reach the Dask scheduler ({exc})") from None
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ParameterError(f"--scheduler {address}: cannot reach the Dask scheduler ({reason})") from None
     with client:
         context = _Context("dask", max(1, sum(client.nthreads().values())), scheduler=address)
         batch = uuid.uuid4().hex[:8]
@@ -315,6 +323,15 @@ def _on_cluster(todo: Sequence[tuple[int, Job]], address: str) -> Iterator[tuple
         except BaseException:
             client.cancel(list(futures))  # runs already started finish on their workers
             raise
+
+
+def _probe(address: str) -> None:
+    """Connect once to a ``tcp://host:port`` address (others are left to Dask)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(address if "://" in address else f"tcp://{address}")
+    if parts.scheme == "tcp" and parts.hostname and parts.port:
+        socket.create_connection((parts.hostname, parts.port), timeout=5).close()
 
 
 def _mp_context() -> multiprocessing.context.BaseContext:
@@ -346,9 +363,10 @@ _LIMITS: Any = None
 _BLAS: int | None = None
 
 
-def _init_worker(threads: int) -> None:
+def _init_worker(threads: int, parent: int) -> None:
     """A local worker: ``threads`` BLAS threads; Ctrl-C is the main process's to handle (it stops
-    the workers), SIGTERM removes the half-written run and exits."""
+    the workers), SIGTERM removes the half-written run and exits, and so does the death of the
+    ``parent`` process (killed with SIGKILL, it could not stop its workers)."""
     global _IN_POOL, _LIMITS
     from threadpoolctl import threadpool_limits
 
@@ -356,6 +374,28 @@ def _init_worker(threads: int) -> None:
     _LIMITS = threadpool_limits(limits=threads)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _terminated)
+    threading.Thread(target=_watch, args=(parent,), name="demix-parent-watch", daemon=True).start()
+
+
+def _watch(parent: int) -> None:
+    """Wait for ``parent`` to end (a pidfd where Linux has them, else polling), then SIGTERM self."""
+    try:
+        handle: int | None = os.pidfd_open(parent)
+    except (AttributeError, OSError):
+        handle = None
+    if handle is not None:
+        select.select([handle], [], [])  # readable once the parent has ended
+        os.close(handle)
+    else:
+        while True:
+            try:
+                os.kill(parent, 0)
+            except ProcessLookupError:
+                break
+            except PermissionError:
+                pass
+            time.sleep(1.0)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _terminated(signum: int, frame: object) -> None:

@@ -133,6 +133,37 @@ def test_a_batch_killed_midway_resumes_with_only_the_unfinished_inputs(tmp_path:
     assert {name: after[name] for name in finished} == finished  # finished runs untouched
 
 
+def test_workers_of_a_batch_killed_with_sigkill_clean_up_and_end(tmp_path: Path) -> None:
+    make_inputs(tmp_path / "in", 16, seconds=0.5)
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "demix", "ica", str(tmp_path / "in"), "-o", str(out), "-j", "2", "-q"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True, stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while len(list(out.glob(f"*/{MANIFEST}"))) < 2 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process.kill()  # no chance to stop its workers: they see it die
+    process.wait()
+    deadline = time.monotonic() + 20
+    while _session_alive(process.pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _session_alive(process.pid), "worker processes outlived their batch"
+    assert all((folder / MANIFEST).exists() for folder in out.iterdir())  # nothing half-written
+
+
+def _session_alive(session: int) -> bool:
+    """Whether any process of the session ``session`` (the killed batch's workers) still runs."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[3]) == session and fields[0] != "Z":
+                return True
+    return False
+
+
 def test_resume_after_a_hard_kill_sweeps_staging_and_ignores_the_dead_lock(batch: Path) -> None:
     out = batch / "killed"
     (out / "in_000" / f"{STAGING_PREFIX}x").mkdir(parents=True)
