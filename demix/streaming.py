@@ -157,8 +157,9 @@ def open_recording(
 ) -> Iterator[tuple[Recording, dict[str, Any]]]:
     """The input (file, ``-``, fetched URL) as a :class:`Recording`, and its manifest record.
 
-    Files soundfile cannot read, and inputs to resample (``--sr``), are first decoded by ffmpeg
-    into a float32 WAV in a private temporary folder (removed afterwards), cut to the section.
+    Files soundfile cannot read are first decoded by ffmpeg into a float32 WAV in a private
+    temporary folder (removed afterwards), cut to the section; inputs to resample (``--sr``) are
+    resampled there by soxr block by block, exactly as in memory.
     The record has the keys :func:`demix.manifest.input_record` gives in memory.
     """
     path, extra = _local_path(item)
@@ -168,13 +169,15 @@ def open_recording(
             readable = info.frames > 0
         except (sf.LibsndfileError, RuntimeError, TypeError):
             readable = False
-        if readable and (sample_rate is None or sample_rate == info.samplerate):
+        if readable:
             rate = int(info.samplerate)
             first, count = audio._section(path, rate, int(info.frames), start, duration)
             frames = int(info.frames) - first if count < 0 else count
             recording = Recording(path, first, frames, int(info.channels), rate)
         else:
-            recording = _decode(path, Path(work) / "decoded.wav", sample_rate, start, duration)
+            recording = _decode(path, Path(work) / "decoded.wav", start, duration)
+        if sample_rate is not None and sample_rate != recording.sample_rate:
+            recording = _resample(recording, Path(work) / "resampled.wav", sample_rate)
         if recording.frames < 1:
             raise AudioError(f"{path}: the file holds no audio samples")
         record = {
@@ -218,9 +221,27 @@ def _local_path(item: Input) -> tuple[Path, dict[str, Any]]:
     return fetched.path, fetched.media.record()
 
 
-def _decode(
-    path: Path, wav: Path, sample_rate: int | None, start: float, duration: float | None
-) -> Recording:
+def _resample(recording: Recording, wav: Path, rate: int) -> Recording:
+    """``recording`` at ``rate`` in a float64 WAV, resampled block by block by soxr's stream in
+    its high-quality mode: the samples :func:`demix.audio.resample` gives in memory, bit for bit."""
+    import soxr
+
+    if rate <= 0:
+        raise ParameterError(f"--sr must be a positive rate in Hz, got {rate}")
+    stream = soxr.ResampleStream(
+        recording.sample_rate, rate, recording.channels, dtype="float64", quality="HQ"
+    )
+    frames, read = 0, 0
+    with sf.SoundFile(wav, "w", rate, recording.channels, "DOUBLE", format="WAV") as out:
+        for xb in recording.blocks(MAX_BLOCK):
+            read += xb.shape[1]
+            chunk = stream.resample_chunk(np.ascontiguousarray(xb.T), last=read == recording.frames)
+            out.write(chunk)
+            frames += chunk.shape[0]
+    return Recording(wav, 0, frames, recording.channels, rate)
+
+
+def _decode(path: Path, wav: Path, start: float, duration: float | None) -> Recording:
     from demix.ffmpeg import Conversion, convert, find_ffmpeg
 
     try:
@@ -228,7 +249,7 @@ def _decode(
     except DemixError:
         raise AudioError(f"{path}: not a format soundfile reads, and no ffmpeg to decode it") from None
     end = None if duration is None else start + duration
-    convert(ffmpeg, path, wav, Conversion(sample_rate=sample_rate, start=start or None, end=end), str(path),
+    convert(ffmpeg, path, wav, Conversion(start=start or None, end=end), str(path),
             seek=True, error=AudioError)  # fmt: skip
     rate, channels, frames = audio.probe(wav)
     if duration is not None and frames < round(duration * rate):

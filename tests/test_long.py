@@ -103,6 +103,7 @@ def short_mix(tmp_path_factory: pytest.TempPathFactory) -> Path:
     [
         ("fastica", FastICAParams(), WriteOptions(force=True)),
         ("decorr", DecorrParams(lags="1-100"), WriteOptions(force=True, start=1.0, duration=45.0)),
+        ("fastica", FastICAParams(), WriteOptions(force=True, sample_rate=11025, duration=30.0)),
     ],
 )
 def test_streamed_equals_in_memory_at_every_block_edge(
