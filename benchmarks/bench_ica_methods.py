@@ -1,8 +1,9 @@
 """ICA methods side by side: demix's FastICA, Picard (orthogonal and not) and JADE against
 python-picard (both modes) and scikit-learn's FastICA, on the same inputs in one run.
 
-Run with ``.venv/bin/python benchmarks/bench_ica_methods.py`` (about ten minutes on 2 cores;
-``--quick`` leaves out the 10-minute workload). Workloads (deterministic):
+Run with ``OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_ica_methods.py`` (10-25 minutes on
+2 cores, most of it python-picard; ``--quick`` leaves out the 10-minute workload). The numbers in
+the README were taken that way: one BLAS thread for every library. Workloads (deterministic):
 
 * ``8 ch x 60 s x 16 kHz`` and ``2 ch x 10 min x 44.1 kHz``: the synthetic mixtures of
   ``bench_ica.py`` (speech-like Laplacian, vibrato tone, uniform, sawtooth; condition number 3);
