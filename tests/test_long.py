@@ -26,7 +26,7 @@ from demix.methods.fastica import FastICAParams
 from demix.methods.lagged import lagged_covariances
 from demix.methods.sobi import DecorrParams
 from demix.methods.whitening import mean_and_covariance
-from demix.metrics import StreamedBSSEval, amari_index, bss_eval_pairwise
+from demix.metrics import StreamedBSSEval, amari_index, bss_eval_pairwise, si_sdr
 from demix.pipeline import run_job
 from demix.registry import method_spec
 from demix.streaming import Plan, Recording, run_streamed, statistics
@@ -171,3 +171,6 @@ def test_streamed_bss_eval_equals_in_memory(tmp_path: Path) -> None:
     for key in ("sdr", "sir", "sar"):
         np.testing.assert_allclose(getattr(streamed, key), getattr(memory, key), rtol=0, atol=1e-6)
     assert memory.sdr[0, 0] > 15 and memory.sdr[1, 1] > 10
+    R, E = sf.read(refs)[0].T, sf.read(ests)[0].T
+    si = [[si_sdr(R[i], E[j]) for i in range(2)] for j in range(2)]
+    np.testing.assert_allclose(acc.si_sdr(), si, rtol=0, atol=1e-6)
