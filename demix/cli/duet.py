@@ -31,8 +31,17 @@ def duet(
             help="Sources to separate, or auto: one per sharp peak of the histogram of bin pans.",
         ),
     ] = str(DuetParams.sources),
-    n_fft: opt.NFft = DuetParams.n_fft,
-    hop: opt.Hop = DuetParams.hop,
+    n_fft: Annotated[
+        int | None,
+        typer.Option(
+            "--n-fft",
+            min=16,
+            help="STFT frame length in samples [default: about 0.1 s, 2048 at 16 kHz, 4096 at 44.1 kHz].",
+        ),
+    ] = DuetParams.n_fft,
+    hop: Annotated[
+        int | None, typer.Option("--hop", min=1, help="STFT hop in samples [default: a quarter of --n-fft].")
+    ] = DuetParams.hop,
     mask: Annotated[
         Output,
         typer.Option(

@@ -46,12 +46,22 @@ from demix.methods.duet_output import Output, separate_images, steering_vectors
 from demix.methods.spatial_mixture import MixtureFit, fit_spatial_mixture
 from demix.types import Callback, Separation
 
-__all__ = ["AUTO_CONTRAST_DB", "AUTO_FLOOR_DB", "DuetParams", "DuetResult", "duet", "separate"]
+__all__ = [
+    "AUTO_CONTRAST_DB",
+    "AUTO_FLOOR_DB",
+    "WINDOW_SECONDS",
+    "DuetParams",
+    "DuetResult",
+    "duet",
+    "separate",
+    "stft_size",
+]
 
 # n_sources="auto" keeps every peak of the pan histogram that stands at least AUTO_CONTRAST_DB above
 # the higher valley around it. Measured on 3-10 s of two to four speakers, equal levels or up to
-# 12 dB apart: sources 4.7-16 dB, humps made by bins where two sources overlap 3.7 dB at most.
-AUTO_CONTRAST_DB = 4.2
+# 12 dB apart, n_fft 1024 and 2048 at 16 kHz: sources 4.2-18 dB, humps made by bins where two
+# sources overlap 3.7 dB at most.
+AUTO_CONTRAST_DB = 4.0
 # ... and that is no more than AUTO_FLOOR_DB below the highest peak (stray bins in an empty pan
 # range make small bumps of high contrast).
 AUTO_FLOOR_DB = -20.0
@@ -60,6 +70,14 @@ MAX_AUTO_SOURCES = 8
 # highest), then pans far from them.
 MIN_CONTRAST_DB = 1.0
 MAX_SOURCES = 32
+# Default STFT window, in seconds (then the nearest power of two in samples).
+WINDOW_SECONDS = 0.1
+
+
+def stft_size(sample_rate: int) -> int:
+    """The power of two nearest :data:`WINDOW_SECONDS` at ``sample_rate`` (at least 64 samples)."""
+    checks.integer("--sr", sample_rate, low=1)
+    return max(64, 2 ** round(np.log2(WINDOW_SECONDS * sample_rate)))
 
 
 @dataclass(frozen=True)
@@ -70,8 +88,9 @@ class DuetParams:
     ----------
     sources : int or "auto"
         Sources to separate (``-n/--sources``).
-    n_fft, hop : int
-        STFT size and hop in samples (``--n-fft``, ``--hop``).
+    n_fft, hop : int or None
+        STFT size and hop in samples (``--n-fft``, ``--hop``); None: about :data:`WINDOW_SECONDS`
+        (:func:`stft_size`) and a quarter of it.
     mask : {"wiener", "soft", "binary"}
         How the fitted model becomes source images (``--mask``, see
         :mod:`demix.methods.duet_output`).
@@ -84,8 +103,8 @@ class DuetParams:
     """
 
     sources: int | str = "auto"
-    n_fft: int = 1024
-    hop: int = 256
+    n_fft: int | None = None
+    hop: int | None = None
     mask: str = "wiener"
     max_delay: float = 8.0
     max_iter: int = 100
@@ -100,10 +119,12 @@ class DuetParams:
                     f"-n/--sources {self.sources!r} is invalid; expected 'auto' or an integer from 1 "
                     f"to {MAX_SOURCES}"
                 ) from None
-        n_fft = checks.integer("--n-fft", self.n_fft, low=16, high=65536)
-        checks.integer("--hop", self.hop, low=1, high=n_fft // 2)
+        n_fft = checks.optional_integer("--n-fft", self.n_fft, low=16, high=65536)
+        checks.optional_integer("--hop", self.hop, low=1, high=None if n_fft is None else n_fft // 2)
         checks.choice("--mask", self.mask, ("wiener", "soft", "binary"))
-        checks.number("--max-delay", self.max_delay, low=0.0, high=n_fft / 4, low_open=True)
+        checks.number(
+            "--max-delay", self.max_delay, low=0.0, high=None if n_fft is None else n_fft / 4, low_open=True
+        )
         checks.integer("--max-iter", self.max_iter, low=0)
         checks.number("--tol", self.tol, low=0.0, low_open=True)
 
@@ -148,8 +169,8 @@ def duet(
     sample_rate: int,
     *,
     n_sources: int | Literal["auto"] = "auto",
-    n_fft: int = DuetParams.n_fft,
-    hop: int = DuetParams.hop,
+    n_fft: int | None = DuetParams.n_fft,
+    hop: int | None = DuetParams.hop,
     mask: Output = "wiener",
     max_delay: float = DuetParams.max_delay,
     max_iter: int = DuetParams.max_iter,
@@ -177,8 +198,12 @@ def duet(
         explicit number takes the peaks of highest contrast (down to :data:`MIN_CONTRAST_DB`, within
         :data:`AUTO_FLOOR_DB`) and,
         if there are too few, the pans furthest from them.
-    n_fft, hop : int
-        STFT size and hop, see :mod:`demix.spectral`.
+    n_fft, hop : int or None
+        STFT size and hop, see :mod:`demix.spectral`. None (default): the power of two nearest
+        :data:`WINDOW_SECONDS` of audio (2048 at 16 kHz, 4096 at 44.1 and 48 kHz) and a quarter
+        of it. Measured on three voices at 44.1 kHz: 1024 / 2048 / 4096 gave 11.4 / 13.2 /
+        14.2 dB mean SDR; at 16 kHz 512 / 1024 / 2048 gave 12.2 / 13.9 / 14.1 dB: shorter windows
+        break W-disjoint orthogonality (more bins hold two sources) and bias the pans.
     mask : {"wiener", "soft", "binary"}
         ``wiener`` (default): the multichannel Wiener filter of the local Gaussian model, best
         measured; ``soft``: posterior masks; ``binary``: the most probable source per bin. All sum
@@ -242,8 +267,17 @@ def separate(
 def _duet(X: np.ndarray, sample_rate: int, params: DuetParams, callback: Callback | None) -> DuetResult:
     from demix.spectral import stft
 
-    X = _check_mixture(X, params.n_fft)
-    n_fft, hop = params.n_fft, params.hop
+    n_fft = params.n_fft if params.n_fft is not None else stft_size(sample_rate)
+    hop = params.hop if params.hop is not None else n_fft // 4
+    if hop > n_fft // 2:
+        raise ParameterError(
+            f"--hop {hop} is invalid; expected an integer from 1 to {n_fft // 2} (--n-fft / 2)"
+        )
+    if params.max_delay > n_fft / 4:
+        raise ParameterError(
+            f"--max-delay {params.max_delay:g} is invalid; expected at most {n_fft / 4:g} (--n-fft / 4)"
+        )
+    X = _check_mixture(X, n_fft)
     S = stft(X, n_fft, hop)
     features = bin_features(S, n_fft)
     hist = pan_delay_histogram(features, params.max_delay)
@@ -282,6 +316,8 @@ def _duet(X: np.ndarray, sample_rate: int, params: DuetParams, callback: Callbac
         for i, k in enumerate(order)
     ]
     diagnostics: dict[str, Any] = {
+        "n_fft": n_fft,
+        "hop": hop,
         "n_sources_rule": rule,
         "histogram_peaks": [
             {"pan_deg": float(p), "delay_samples": float(d), "height": float(h), "contrast_db": float(c)}
