@@ -94,7 +94,7 @@ METHODS: dict[str, MethodSpec] = {
             min_channels=2,
             streams=True,
         ),
-        MethodSpec("nmf", "nmf", nmf_separate.NMFParams, nmf_separate.separate, "none"),
+        MethodSpec("nmf", "nmf", nmf_separate.NMFParams, nmf_separate.separate, "none", streams=True),
         MethodSpec("nmf-supervised", "nmf", SupervisedParams, separate_supervised, "none"),
         MethodSpec("duet", "duet", duet.DuetParams, duet.separate, "none"),
         MethodSpec("repet", "repet", repet.RepetParams, repet.separate, "none"),

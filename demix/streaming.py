@@ -79,6 +79,9 @@ DEFAULT_MAX_MEMORY_MB = 400
 #: Copies of the float64 signal the in-memory path of a linear method holds at its peak
 #: (input, whitened float32 = half a copy, sources, images, written copy; measured ~5, issue 15).
 IN_MEMORY_COPIES = 6
+#: The same for ``nmf`` (STFT, magnitude, model, masks and masked STFT per source: 7.8 GB for ten
+#: minutes of stereo at 44.1 kHz, 18 copies; issue 15).
+IN_MEMORY_COPIES_MASKING = 18
 #: Largest and smallest block (samples per channel) of a pass: 2^18 is 6 s at 44.1 kHz, large
 #: enough that a pass is bound by reading, small enough that 8 channels of images stay ~100 MB.
 MAX_BLOCK, MIN_BLOCK = 1 << 18, 1 << 12
@@ -496,7 +499,8 @@ def plan_stream(spec: MethodSpec, job: Job, max_memory_mb: float = DEFAULT_MAX_M
         return None
     options = job.options
     channels, frames = input_shape(job.source, options.sample_rate, options.start, options.duration)
-    if frames * channels * 8 * IN_MEMORY_COPIES <= max_memory_mb * 2**20:
+    copies = IN_MEMORY_COPIES if spec.model == "instantaneous" else IN_MEMORY_COPIES_MASKING
+    if frames * channels * 8 * copies <= max_memory_mb * 2**20:
         return None
     return make_plan(channels, max_memory_mb)
 
@@ -524,6 +528,11 @@ def run_streamed(
 ) -> dict[str, Any]:
     """``run_job`` for a streaming method: the same manifest, with ``streaming`` added."""
     from demix import pipeline
+
+    if spec.model == "none":
+        from demix.streaming_nmf import run_nmf_streamed
+
+        return run_nmf_streamed(job, spec, plan, callback=callback)
 
     options = job.options
     timings: dict[str, float] = {}
