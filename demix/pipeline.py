@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from demix import audio
+from demix.checks import audible
 from demix.errors import DemixError, FetchError, ParameterError
 from demix.fetch import Log, ProgressHook, fetch_audio, url_stem
 from demix.inputs import DEFAULT_FOLDER_TEMPLATE, STDIN, Input, Named, input_stem, run_folders, stdin_file
@@ -169,6 +170,7 @@ def run_job(job: Job, *, callback: Callback | None = None, stream: bool | None =
         ):
             written = source * gain
             file = options.file_name(stem, name, i + 1)
+            audible(file, source, gain, options.subtype)  # non-finite: error; silent as written: warning
             stage_audio(run, file, written, signal.sample_rate, options)
             outputs.append(
                 output_record(

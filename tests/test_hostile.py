@@ -528,3 +528,11 @@ def test_enroll_refuses_a_folder_as_model_before_the_work(space: Path) -> None:
     code, _, err = run("identify", "enroll", space, "-o", model, "--force")
     assert_refused(code, err, 2, "is a folder")
     assert snapshot(space) == before
+
+
+def test_a_separation_that_would_be_written_as_silence_warns(space: Path) -> None:
+    rng = np.random.default_rng(2)
+    tiny = write_wav(space / "tiny.wav", 1e-30 * rng.laplace(size=(2, 16000)) * np.array([[1.0], [0.5]]))
+    code, _, err = run("ica", tiny, "-o", space / "out", "-q")
+    assert code == 0, err
+    assert "silent as written" in err

@@ -63,9 +63,11 @@ def run_separation(
     def on_done(path: Input, outcome: dict[str, Any] | DemixError) -> None:
         advance()
         if isinstance(outcome, DemixError):
-            reporter.error(f"{path}: {outcome}")
+            message = str(outcome)  # the path once: most messages name it already
+            reporter.error(message if str(path) in message else f"{path}: {message}")
             return
         finished.append((path, outcome))
+        reporter.timings(outcome.get("timings", {}), label=str(path))
         for message in outcome.get("warnings", []):
             reporter.warn(f"{path}: {message}")
 
