@@ -53,9 +53,10 @@ __all__ = ["BatchOptions", "blas_threads", "finished_run", "run_batch"]
 
 Executor = Literal["serial", "processes", "dask"]
 Outcome = dict[str, Any] | DemixError
-#: Modules a forkserver imports once, so that every worker forked from it starts warm
-#: (librosa's STFT, used by every spectral method and the model-fit check, takes seconds to import).
-PRELOAD = ["demix.batch", "librosa.core.spectrum"]
+#: Modules the forkserver imports once, so that every worker forked from it starts warm.
+PRELOAD = ["demix.batch"]
+#: Set in the forkserver's environment only: importing this module there also runs :func:`warm_up`.
+_WARM_UP = "DEMIX_FORKSERVER_WARM_UP"
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
@@ -238,18 +239,15 @@ def run_batch(
 
 
 def _check_folders(todo: Sequence[Job], *, all_jobs: Sequence[Job], resume: bool) -> None:
-    """Check (and lock) every folder to be written; say ``--resume`` where it would have helped."""
+    """Check (and lock) every folder to be written; say ``--resume`` where it would skip one."""
     local = [job.source for job in all_jobs if isinstance(job.source, Path)]
     for job in todo:
-        try:
-            check_run_folder(job.folder, force=job.options.force, inputs=local)
-        except OutputError:
-            if resume or job.options.force or finished_run(job) is None:
-                raise
+        if not (resume or job.options.force) and (job.folder / MANIFEST).is_file() and finished_run(job):
             raise OutputError(
                 f"output folder {job.folder} already holds this run (same command, parameters and "
                 "input); --resume skips it, --force redoes it"
-            ) from None
+            )
+        check_run_folder(job.folder, force=job.options.force, inputs=local)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -282,14 +280,17 @@ def _in_processes(todo: Sequence[tuple[int, Job]], workers: int) -> Iterator[tup
         initializer=_init_worker,
         initargs=(threads, os.getpid()),
     )
+    os.environ[_WARM_UP] = "1"  # read by the forkserver, which starts with the first worker
     try:
         futures = {pool.submit(work, job, context): index for index, job in todo}
+        os.environ.pop(_WARM_UP, None)
         for future in as_completed(futures):
             yield futures[future], future.result()
     except BaseException:
         _stop(pool)
         raise
     finally:
+        os.environ.pop(_WARM_UP, None)
         pool.shutdown(wait=True, cancel_futures=True)
 
 
@@ -455,3 +456,17 @@ def _blas_in_use() -> int | None:
         counts = [int(info["num_threads"]) for info in threadpool_info() if info.get("user_api") == "blas"]
         _BLAS = max(counts) if counts else None
     return _BLAS
+
+
+def warm_up() -> None:
+    """Run the model-fit check once on noise: librosa's STFT is imported and the numba code it
+    uses loaded (seconds, the first time in a process), so processes forked afterwards start warm."""
+    import numpy as np
+
+    from demix.model_fit import envelope_correlation
+
+    envelope_correlation(np.random.default_rng(0).standard_normal((2, 8000)), 16000)
+
+
+if os.environ.get(_WARM_UP) == "1" and multiprocessing.parent_process() is None:
+    warm_up()
