@@ -8,6 +8,7 @@ SIGTERM and SIGHUP exit 128 + the signal's number after the same clean-up as Ctr
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import signal
@@ -35,6 +36,7 @@ R = TypeVar("R")
 EXIT_NOT_CONVERGED = 3
 EXIT_BATCH_FAILED = 4
 EXIT_ENVIRONMENT = 5
+_PATH_ERRNOS = frozenset({errno.ENAMETOOLONG, errno.ENOTDIR, errno.EISDIR, errno.ELOOP, errno.ENOENT})
 
 
 class Terminated(KeyboardInterrupt):
@@ -181,11 +183,12 @@ def translated_errors(reporter: Reporter) -> Iterator[None]:
     except OSError as exc:
         if reporter.verbose:
             traceback.print_exc()
-        if exc.errno not in outputs.ENVIRONMENT_ERRNOS:
+        if exc.errno not in outputs.ENVIRONMENT_ERRNOS | _PATH_ERRNOS:
             _internal(reporter, exc)
         where = exc.filename if exc.filename is not None else "a file"
         reporter.error(f"cannot access {where}: {exc.strerror or exc}")
-        raise typer.Exit(EXIT_ENVIRONMENT) from None
+        # a path that cannot name a file (too long, through a file, a loop) is the command line's
+        raise typer.Exit(2 if exc.errno in _PATH_ERRNOS else EXIT_ENVIRONMENT) from None
     except Exception as exc:
         if reporter.verbose:
             traceback.print_exc()
