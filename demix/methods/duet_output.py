@@ -52,6 +52,8 @@ __all__ = ["WIENER_LOADING", "binary_masks", "separate_images", "steering_vector
 Output = Literal["soft", "binary", "wiener"]
 # Diagonal loading of the Wiener filter's covariance, relative to the bin's energy per channel.
 WIENER_LOADING = 1e-3
+# Frames per block of the Wiener filter's passes (bounds its temporaries, keeps them in cache).
+_BLOCK_FRAMES = 64
 
 
 def steering_vectors(pans: np.ndarray, delays: np.ndarray, omega: np.ndarray) -> np.ndarray:
@@ -101,40 +103,51 @@ def _wiener_images(
     The filter's leftover is closed-form: :math:`\mathbf x - \sum_k \hat{\mathbf x}_k =
     \lambda' \mathbf u` with :math:`\mathbf u = \Sigma^{-1}\mathbf x` and :math:`\lambda'` the
     loading, so each source needs only :math:`\mathbf u` and the per-channel sums of
-    :math:`|h_{jc}|^2 v_j`, and memory stays a few ``(F, N)`` arrays whatever the number of sources.
+    :math:`|h_{jc}|^2 v_j`: a first pass stores those, a second builds one source's STFT at a time,
+    both by blocks of frames (small temporaries), and memory stays a few ``(F, N)`` arrays whatever
+    the number of sources.
     """
-    tiny = np.finfo(np.float64).tiny
-    K = posterior.shape[0]
-    energy = S[0].real ** 2 + S[0].imag ** 2 + S[1].real ** 2 + S[1].imag ** 2  # (F, N)
-    root_sum = np.zeros_like(energy)
+    K, F, N = posterior.shape
+    shared = np.empty((5, F, N), dtype=np.complex128)  # v_scale, u0, u1, r0, r1
+    for start in range(0, N, _BLOCK_FRAMES):
+        cols = slice(start, start + _BLOCK_FRAMES)
+        shared[:, :, cols] = _wiener_terms(S[:, :, cols], posterior[:, :, cols], H)
+    images = np.empty((K, 2, length))
+    Y = np.empty((2, F, N), dtype=np.complex128)
     for k in range(K):
-        root_sum += np.sqrt(posterior[k])
-    v_scale = energy / np.maximum(root_sum, tiny)  # v_k = sqrt(γ_k) · v_scale
-    del root_sum
+        h0, h1 = H[k, 0][:, None], H[k, 1][:, None]
+        g0, g1 = np.abs(h0) ** 2, np.abs(h1) ** 2
+        for start in range(0, N, _BLOCK_FRAMES):
+            cols = slice(start, start + _BLOCK_FRAMES)
+            v_scale, u0, u1, r0, r1 = shared[:, :, cols]
+            v = np.sqrt(posterior[k, :, cols]) * v_scale.real
+            scale = v * (np.conj(h0) * u0 + np.conj(h1) * u1)
+            Y[0, :, cols] = h0 * scale + g0 * v * r0
+            Y[1, :, cols] = h1 * scale + g1 * v * r1
+        images[k] = istft(Y, n_fft, hop, length)
+    return images
+
+
+def _wiener_terms(S: np.ndarray, posterior: np.ndarray, H: np.ndarray) -> np.ndarray:
+    """``(5, F, n)``: the variance scale, :math:`\\Sigma^{-1}\\mathbf x` and the leftover per channel
+    divided by :math:`\\sum_j |h_{jc}|^2 v_j`, for one block of frames."""
+    tiny = np.finfo(np.float64).tiny
+    energy = S[0].real ** 2 + S[0].imag ** 2 + S[1].real ** 2 + S[1].imag ** 2  # (F, n)
+    root = np.sqrt(posterior)  # (K, F, n)
+    v = root * (energy / np.maximum(root.sum(axis=0), tiny))  # v_k = sqrt(γ_k) · v_scale
     g0 = (np.abs(H[:, 0]) ** 2)[:, :, None]  # (K, F, 1)
     g1 = (np.abs(H[:, 1]) ** 2)[:, :, None]
     load = WIENER_LOADING * energy / 2 + tiny
-    den0 = np.zeros_like(energy)  # Σ_j |h_j0|² v_j
-    den1 = np.zeros_like(energy)
-    b = np.zeros_like(S[0])  # Σ_j v_j h_j0 conj(h_j1)
-    for k in range(K):
-        v = np.sqrt(posterior[k]) * v_scale
-        den0 += g0[k] * v
-        den1 += g1[k] * v
-        b += (H[k, 0] * np.conj(H[k, 1]))[:, None] * v
+    den0 = (v * g0).sum(axis=0)  # Σ_j |h_j0|² v_j
+    den1 = (v * g1).sum(axis=0)
+    b = (v * (H[:, 0] * np.conj(H[:, 1]))[:, :, None]).sum(axis=0)
     a, c = den0 + load, den1 + load  # Σ = [[a, b], [conj(b), c]]
     det = a * c - (b.real**2 + b.imag**2)
-    u0 = (c * S[0] - b * S[1]) / det  # u = Σ^{-1} x
-    u1 = (a * S[1] - np.conj(b) * S[0]) / det
-    del a, c, b, det
+    out = np.empty((5, *energy.shape), dtype=np.complex128)
+    out[0] = energy / np.maximum(root.sum(axis=0), tiny)
+    out[1] = (c * S[0] - b * S[1]) / det  # u = Σ^{-1} x
+    out[2] = (a * S[1] - np.conj(b) * S[0]) / det
     # The leftover load·u, given back to the sources in proportion to |h_kc|² v_k per channel.
-    r0 = load * u0 / np.maximum(den0, tiny)
-    r1 = load * u1 / np.maximum(den1, tiny)
-    del load, den0, den1
-    images = np.empty((K, 2, length))
-    for k in range(K):
-        v = np.sqrt(posterior[k]) * v_scale
-        scale = v * (np.conj(H[k, 0])[:, None] * u0 + np.conj(H[k, 1])[:, None] * u1)
-        Y = np.stack([H[k, 0][:, None] * scale + g0[k] * v * r0, H[k, 1][:, None] * scale + g1[k] * v * r1])
-        images[k] = istft(Y, n_fft, hop, length)
-    return images
+    out[3] = load * out[1] / np.maximum(den0, tiny)
+    out[4] = load * out[2] / np.maximum(den1, tiny)
+    return out
