@@ -212,7 +212,7 @@ def run_batch(
 
     single = len(jobs) == 1
     outcomes: Iterator[tuple[int, Outcome]]
-    if options.scheduler is not None:
+    if options.scheduler is not None and todo:
         outcomes = _on_cluster(todo, options.scheduler)
     elif options.jobs > 1 and len(todo) > 1:
         outcomes = _in_processes(todo, min(options.jobs, len(todo)))
