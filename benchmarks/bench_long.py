@@ -1,6 +1,7 @@
-"""Hour-long recordings in bounded memory: `demix ica` and `demix decorr` end to end (issue 15).
+"""Hour-long recordings in bounded memory: `demix ica`, `decorr` and `nmf` end to end (issue 15).
 
-Run with ``.venv/bin/python benchmarks/bench_long.py [--minutes 60] [--compare-minutes 10]``.
+Run with ``.venv/bin/python benchmarks/bench_long.py [--minutes 60] [--compare-minutes 10]
+[--nmf-minutes 60] [--skip-linear]``.
 Two recordings are synthesised to disk block by block (never whole) in a temporary folder under
 /tmp, removed at the end:
 
@@ -17,6 +18,9 @@ Quality against the in-memory path is measured on a ``--compare-minutes`` versio
 recording (long enough that FastICA's 65 536-sample warm start is a real subsample): the CLI
 (which streams it) and ``run_job(..., stream=False)`` in its own process; both Amari indices of
 ``W A_true`` and the largest difference between their written samples.
+``nmf`` (defaults) runs on a synthetic stereo song (``benchmarks/songs.py``: drums and notes,
+the drums at 0.6 on the right channel) of ``--nmf-minutes``, and of ``--compare-minutes`` both
+streamed and in memory: SDR of the percussive and harmonic files at channel 0 against the stems.
 The machine is shared and loaded: wall times are noisy, memory is not.
 """
 
@@ -114,51 +118,115 @@ def amari(manifest: dict, A: np.ndarray) -> float:
     return amari_index(np.asarray(manifest["model"]["unmixing"]) @ A)
 
 
+def linear_section(work: Path, minutes: float, compare_minutes: float) -> None:
+    """`demix ica` and `demix decorr` on both long recordings, and against in memory."""
+    print(f"{'recording':34} {'command':7} {'peak RSS':>9} {'wall':>8} {'x real time':>11} passes  Amari")
+    for label, channels, rate in (("stereo 44.1 kHz", 2, 44100), ("8 channels 16 kHz", 8, 16000)):
+        mix = work / f"mix{channels}.wav"
+        tic = time.perf_counter()
+        A = synthesise(mix, minutes, channels, rate, seed=channels)
+        made = time.perf_counter() - tic
+        name = f"{label}, {minutes:g} min ({mix.stat().st_size / 2**30:.2f} GB)"
+        print(f"  (synthesised {name} in {made:.0f} s)", flush=True)
+        for command in ("ica", "decorr"):
+            rss, wall, manifest = run_cli(command, mix, work / f"{command}{channels}")
+            shutil.rmtree(work / f"{command}{channels}")
+            stream = manifest.get("streaming") or {}
+            print(
+                f"{name:34} {command:7} {rss:7.0f} MB {wall:7.1f} s {minutes * 60 / wall:10.1f}x "
+                f"{stream.get('passes', '-'):>6}  {amari(manifest, A):.2e}",
+                flush=True,
+            )
+        mix.unlink()
+
+    print(f"\nstreamed against in memory, stereo 44.1 kHz, {compare_minutes:g} min:")
+    mix = work / "compare.wav"
+    A = synthesise(mix, compare_minutes, 2, 44100, seed=2)
+    for command, method in (("ica", "fastica"), ("decorr", "decorr")):
+        streamed, memory = work / f"s_{command}", work / f"m_{command}"
+        rss_s, wall_s, m_s = run_cli(command, mix, streamed)
+        rss_m, wall_m, done = timed([PYTHON, "-c", IN_MEMORY, method, str(mix), str(memory)])
+        m_m = json.loads(done.stdout)
+        diff = max_difference(streamed, memory, [o["file"] for o in m_s["outputs"]])
+        print(
+            f"  {command:7} streamed {rss_s:5.0f} MB {wall_s:6.1f} s Amari {amari(m_s, A):.3e} | "
+            f"in memory {rss_m:5.0f} MB {wall_m:6.1f} s Amari {amari(m_m, A):.3e} | "
+            f"largest sample difference {diff:.2e} (PCM_24 step 1.2e-07)",
+            flush=True,
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=60.0)
     parser.add_argument("--compare-minutes", type=float, default=10.0)
+    parser.add_argument("--nmf-minutes", type=float, default=60.0, help="0 skips nmf")
+    parser.add_argument("--skip-linear", action="store_true", help="only the nmf part")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="demix-bench-long-", dir="/tmp"))
     try:
         rss0, _, _ = timed([*DEMIX, "--version"])
         print(f"interpreter baseline (demix --version): {rss0:.0f} MB; machine loaded, 2 cores shared")
-        print(f"{'recording':34} {'command':7} {'peak RSS':>9} {'wall':>8} {'x real time':>11} passes  Amari")
-        for label, channels, rate in (("stereo 44.1 kHz", 2, 44100), ("8 channels 16 kHz", 8, 16000)):
-            mix = work / f"mix{channels}.wav"
-            tic = time.perf_counter()
-            A = synthesise(mix, args.minutes, channels, rate, seed=channels)
-            made = time.perf_counter() - tic
-            name = f"{label}, {args.minutes:g} min ({mix.stat().st_size / 2**30:.2f} GB)"
-            print(f"  (synthesised {name} in {made:.0f} s)", flush=True)
-            for command in ("ica", "decorr"):
-                rss, wall, manifest = run_cli(command, mix, work / f"{command}{channels}")
-                shutil.rmtree(work / f"{command}{channels}")
-                stream = manifest.get("streaming") or {}
-                print(
-                    f"{name:34} {command:7} {rss:7.0f} MB {wall:7.1f} s {args.minutes * 60 / wall:10.1f}x "
-                    f"{stream.get('passes', '-'):>6}  {amari(manifest, A):.2e}",
-                    flush=True,
-                )
-            mix.unlink()
-
-        print(f"\nstreamed against in memory, stereo 44.1 kHz, {args.compare_minutes:g} min:")
-        mix = work / "compare.wav"
-        A = synthesise(mix, args.compare_minutes, 2, 44100, seed=2)
-        for command, method in (("ica", "fastica"), ("decorr", "decorr")):
-            streamed, memory = work / f"s_{command}", work / f"m_{command}"
-            rss_s, wall_s, m_s = run_cli(command, mix, streamed)
-            rss_m, wall_m, done = timed([PYTHON, "-c", IN_MEMORY, method, str(mix), str(memory)])
-            m_m = json.loads(done.stdout)
-            diff = max_difference(streamed, memory, [o["file"] for o in m_s["outputs"]])
-            print(
-                f"  {command:7} streamed {rss_s:5.0f} MB {wall_s:6.1f} s Amari {amari(m_s, A):.3e} | "
-                f"in memory {rss_m:5.0f} MB {wall_m:6.1f} s Amari {amari(m_m, A):.3e} | "
-                f"largest sample difference {diff:.2e} (PCM_24 step 1.2e-07)",
-                flush=True,
-            )
+        if not args.skip_linear:
+            linear_section(work, args.minutes, args.compare_minutes)
+        if args.nmf_minutes > 0:
+            nmf_section(work, args.nmf_minutes, args.compare_minutes)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def write_song(path: Path, minutes: float) -> np.ndarray:
+    """A stereo 44.1 kHz song (benchmarks/songs.py: drums and notes; right channel has the drums
+    at 0.6): written, and its channel-0 stems ``(percussive, harmonic)`` returned."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from songs import make_song
+
+    song = make_song(minutes * 60, 44100, seed=4)
+    scale = 0.9 / max(np.abs(song.mixture).max(), np.abs(0.6 * song.percussive + song.harmonic).max())
+    with sf.SoundFile(path, "w", 44100, 2, "FLOAT", format="WAV") as out:
+        for a in range(0, len(song.mixture), BLOCK):
+            p, h = song.percussive[a : a + BLOCK], song.harmonic[a : a + BLOCK]
+            out.write(scale * np.stack([p + h, 0.6 * p + h]).T)
+    return scale * np.stack([song.percussive, song.harmonic])
+
+
+def song_sdr(folder: Path, manifest: dict, stems: np.ndarray) -> np.ndarray:
+    """SDR at channel 0 of the percussive and harmonic files, read block by block (BSS Eval v3
+    statistics accumulated with :class:`demix.metrics.StreamedBSSEval`)."""
+    from demix.metrics import StreamedBSSEval
+
+    names = [o["name"] for o in manifest["outputs"]]
+    files = [folder / manifest["outputs"][names.index(n)]["file"] for n in ("percussive", "harmonic")]
+    acc = StreamedBSSEval(2, 2)
+    with sf.SoundFile(files[0]) as fp, sf.SoundFile(files[1]) as fh:
+        a = 0
+        for p, h in zip(fp.blocks(BLOCK, always_2d=True), fh.blocks(BLOCK, always_2d=True), strict=True):
+            acc.add(stems[:, a : a + len(p)], np.stack([p[:, 0], h[:, 0]]))
+            a += len(p)
+    return np.asarray(acc.pairwise().sdr.diagonal())
+
+
+def nmf_section(work: Path, minutes: float, compare_minutes: float) -> None:
+    """`demix nmf` streamed on a long song (RSS, time), and against in memory on a shorter one (SDR)."""
+    print("\nnmf (defaults), stereo 44.1 kHz song, percussive / harmonic SDR at channel 0:")
+    for length, compare in ((compare_minutes, True), (minutes, False)):
+        mix = work / f"song{length:g}.wav"
+        stems = write_song(mix, length)
+        rss, wall, m = run_cli("nmf", mix, work / "nmf_s")
+        sdr = song_sdr(work / "nmf_s", m, stems)
+        line = (
+            f"  {length:g} min: streamed {rss:5.0f} MB {wall:7.1f} s ({length * 60 / wall:.1f}x real time) "
+            f"SDR {sdr[0]:.2f} / {sdr[1]:.2f} dB"
+        )
+        if compare:
+            rss_m, wall_m, done = timed([PYTHON, "-c", IN_MEMORY, "nmf", str(mix), str(work / "nmf_m")])
+            sdr_m = song_sdr(work / "nmf_m", json.loads(done.stdout), stems)
+            line += f" | in memory {rss_m:5.0f} MB {wall_m:7.1f} s SDR {sdr_m[0]:.2f} / {sdr_m[1]:.2f} dB"
+            shutil.rmtree(work / "nmf_m")
+        shutil.rmtree(work / "nmf_s")
+        mix.unlink()
+        del stems
+        print(line, flush=True)
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ from demix.methods.nmf_separate import MASK_POWER, NMFParams, _divergence_record
 from demix.outputs import RunFolder
 from demix.post import run_gain
 from demix.registry import MethodSpec
-from demix.spectral import magnitude, soft_masks, stft
+from demix.spectral import magnitude, soft_masks
 from demix.types import Callback
 
 __all__ = ["FIT_CHUNKS", "FIT_SECONDS", "SEGMENT_FRAMES", "run_nmf_streamed"]
@@ -68,9 +68,15 @@ def fit_bases(
     else:
         length = max(params.n_fft, total // FIT_CHUNKS // hop * hop)
         starts = [int(a) // hop * hop for a in np.linspace(0, T - length, FIT_CHUNKS)]
-    V = np.concatenate(
-        [magnitude(stft(recording.read(a, length), params.n_fft, hop)) for a in starts], axis=1
-    )
+    total_frames = 1 + T // hop
+    pieces = []
+    for a in starts:  # each excerpt's frames of the global STFT, a segment at a time
+        last = min((a + length) // hop + 1, total_frames)
+        for f0 in range(a // hop, last, SEGMENT_FRAMES):
+            f1 = min(f0 + SEGMENT_FRAMES, last)
+            pieces.append(magnitude(_segment_frames(recording, f0, f1, params.n_fft, hop)))
+    V = np.concatenate(pieces, axis=1)
+    del pieces
     res = beta_nmf(
         V, params.components, beta=params.beta, max_iter=params.max_iter, tol=params.tol,
         init=params.init, seed=params.seed, sparsity=params.sparsity, callback=callback,
