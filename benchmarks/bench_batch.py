@@ -7,6 +7,8 @@ command line (``python -m demix``):
 
 * ``-j 1``: one process, one input after another;
 * ``-j 2``: two worker processes;
+* a control: two independent ``-j 1`` processes at once, each on half the files: the speed-up
+  two processes can have on this machine now (on a shared, loaded machine it can be none);
 * the peer: what a shell script does without ``-j``, one ``demix ica FILE`` process per file,
   timed on the first :data:`LOOP_FILES` files and reported per file.
 
@@ -63,6 +65,23 @@ def demix(*args: str | Path) -> tuple[float, float]:
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
+def two_halves(inputs: list[Path], root: Path) -> float:
+    """Control: two independent ``-j 1`` processes at once, each on half the files (linked into
+    two folders). What two cores give two processes; ``-j 2`` cannot do better."""
+    commands = []
+    for half, files in (("a", inputs[0::2]), ("b", inputs[1::2])):
+        folder = root / f"half_{half}"
+        folder.mkdir()
+        for path in files:
+            (folder / path.name).symlink_to(path)
+        commands.append([sys.executable, "-m", "demix", "ica", folder, "-o", root / f"out_{half}", "-q"])
+    tic = time.perf_counter()
+    running = [subprocess.Popen(list(map(str, c)), env=ENV, stdout=subprocess.DEVNULL) for c in commands]
+    if any(process.wait() for process in running):
+        raise RuntimeError("a half failed")
+    return time.perf_counter() - tic
+
+
 def stage_times(out: Path) -> dict[str, np.ndarray]:
     """Each stage's time in every run folder's manifest (seconds)."""
     times: dict[str, list[float]] = {}
@@ -80,6 +99,7 @@ def main() -> None:
         wall, cpu = {}, {}
         for jobs in (1, 2):
             wall[jobs], cpu[jobs] = demix("ica", root / "in", "-o", root / f"j{jobs}", "-j", jobs, "-q")
+        halves = two_halves(inputs, root)
         loop = sum(
             demix("ica", path, "-o", root / "loop" / path.stem, "-q")[0] for path in inputs[:LOOP_FILES]
         )
@@ -106,6 +126,7 @@ def main() -> None:
     print(f"{'-j 1 (one process)':<28}{wall[1]:>9.2f}{per_file[1]:>10.1f}{cpu_file[1]:>13.1f}")
     # -j 2's workers are the forkserver's children, not ours: their CPU time is not counted here.
     print(f"{'-j 2 (two workers)':<28}{wall[2]:>9.2f}{per_file[2]:>10.1f}{'':>13}")
+    print(f"{'control: 2 processes, 1/2 each':<28}{halves:>9.2f}{1000 * halves / FILES:>10.1f}")
     print(
         f"{'peer: one process per file':<28}{loop_ms * FILES / 1000:>9.2f}{loop_ms:>10.1f}"
         f"  (from {LOOP_FILES} files)"
@@ -113,6 +134,10 @@ def main() -> None:
     print(
         f"-j 2 vs -j 1: {speedup:.2f}x faster (target ≥ {TARGET_SPEEDUP}x on 2 free cores); "
         f"outputs byte-identical: {same}"
+    )
+    print(
+        f"two independent processes vs -j 1: {wall[1] / halves:.2f}x "
+        "(what the machine gives two processes now)"
     )
     print(f"-j 1 vs one process per file: {loop_ms / per_file[1]:.1f}x faster")
     print(
