@@ -53,4 +53,4 @@ def test_flac_and_subtypes(tmp_path: Path) -> None:
     with pytest.raises(ParameterError):
         validate_output_format("flac", "FLOAT")
     with pytest.raises(ParameterError):
-        validate_output_format("mp3", "PCM_16")
+        validate_output_format("aiff", "PCM_16")
