@@ -29,7 +29,7 @@ import scipy.linalg
 from demix.errors import ParameterError
 
 # Private helpers of the v3 implementation, shared rather than duplicated.
-from demix.metrics import _MAX_GRAM, _REL_FLOOR, _block_toeplitz, _db
+from demix.metrics import MAX_GRAM, REL_FLOOR, block_toeplitz, db_ratio
 
 __all__ = ["METRICS", "V4Scores", "bss_eval_v4"]
 
@@ -162,11 +162,11 @@ def bss_eval_v4(
     hop = _positive_int(hop, "--hop", "the frame step in samples")
     flen = _positive_int(filter_length, "filter_length", "the number of distortion filter taps")
     n_targets, n_chan, n_samples = ref.shape
-    if n_targets * n_chan * flen > _MAX_GRAM:
+    if n_targets * n_chan * flen > MAX_GRAM:
         raise ParameterError(
             f"{n_targets} targets x {n_chan} channels x filter_length {flen} = "
             f"{n_targets * n_chan * flen} delayed references: the Gram matrix would need "
-            f"{(n_targets * n_chan * flen) ** 2 * 8 / 2**30:.1f} GiB; at most {_MAX_GRAM} are supported"
+            f"{(n_targets * n_chan * flen) ** 2 * 8 / 2**30:.1f} GiB; at most {MAX_GRAM} are supported"
         )
     if window < n_samples:
         n_frames, length = (n_samples - window + hop) // hop, window
@@ -228,7 +228,7 @@ def _distortion_filters(ref: np.ndarray, est: np.ndarray, n_targets: int, flen: 
     keep = _independent_rows(ref, n_targets)
     n_keep = keep.size
     corr = _lag_correlations(ref, keep, est, flen - 1)
-    G = _block_toeplitz(corr[:, :n_keep], flen)  # (n_keep flen, n_keep flen), rows (r, delay)
+    G = block_toeplitz(corr[:, :n_keep], flen)  # (n_keep flen, n_keep flen), rows (r, delay)
     G[np.diag_indices_from(G)] += np.finfo(np.float64).eps  # museval solves (G + eps I) C = D
     D = corr[:, n_keep:, flen - 1 :].transpose(0, 2, 1).reshape(n_keep * flen, n_rows)
 
@@ -354,14 +354,14 @@ def _frame_scores(ref: np.ndarray, est: np.ndarray, Hf: np.ndarray, nfft: int, f
             acc[idx] += np.einsum("ij,ij->i", x, x)
     energy = acc.reshape(7, n_targets, n_chan).sum(axis=2)  # sum over channels
     e_energy = np.einsum("tcn,tcn->t", est, est)
-    floor = _REL_FLOOR * e_energy
+    floor = REL_FLOOR * e_energy
     interf = energy[4] if n_targets == 1 else np.maximum(energy[4], floor)
     return np.stack(
         [
-            _db(energy[0], np.maximum(energy[1], floor)),
-            _db(energy[0], np.maximum(energy[2], floor)),
-            _db(energy[3], interf),
-            _db(energy[5], np.maximum(energy[6], floor)),
+            db_ratio(energy[0], np.maximum(energy[1], floor)),
+            db_ratio(energy[0], np.maximum(energy[2], floor)),
+            db_ratio(energy[3], interf),
+            db_ratio(energy[5], np.maximum(energy[6], floor)),
         ]
     )
 

@@ -43,6 +43,7 @@ class WriteOptions:
     images: bool | None = None
     quality: float | None = None
     file_template: str = DEFAULT_FILE_TEMPLATE
+    plot: bool = False
 
     def validate(self) -> None:
         audio.validate_output_format(self.fmt, self.subtype, self.quality)

@@ -44,11 +44,11 @@ _BLOCK = 1 << 16
 # Error energies come from quadratic forms in the Gram matrix, exact only to ~1e-14 of the
 # estimate's energy; below this floor they are round-off, so scores saturate near +130 dB
 # instead of jumping between ~140 dB and +inf for a perfect estimate.
-_REL_FLOOR = 1e-13
+REL_FLOOR = 1e-13
 #: Highest score reported by ``demix eval`` (dB): what that floor gives a perfect estimate.
-CEILING_DB = float(-10.0 * np.log10(_REL_FLOOR))
+CEILING_DB = float(-10.0 * np.log10(REL_FLOOR))
 # Largest Gram matrix (n_ref * filter_length) solved: 2 GiB, 32 references at 512 taps.
-_MAX_GRAM = 16384
+MAX_GRAM = 16384
 
 
 @dataclass(frozen=True)
@@ -376,7 +376,7 @@ def si_sdr(reference: np.ndarray, estimate: np.ndarray, *, zero_mean: bool = Fal
             continue
         alpha = float(e @ s) / energy
         noise = e - alpha * s  # in the time domain: exact even when the noise is tiny
-        out[i] = _db(np.array(alpha * alpha * energy), np.array(noise @ noise))[0]
+        out[i] = db_ratio(np.array(alpha * alpha * energy), np.array(noise @ noise))[0]
     return float(out[0]) if ref_in.ndim == 1 else out
 
 
@@ -494,7 +494,7 @@ class StreamedBSSEval:
         ref_energy = np.diagonal(self.corr[:, : self.n_ref, lag0]).copy()
         cross = self.corr[:, self.n_ref :, lag0].T  # (n_est, n_ref): <s_i, e_j>
         target = cross**2 / np.where(ref_energy > 0, ref_energy, np.inf)[None, :]
-        out = _db(target, self.energy[:, None] - target).reshape(cross.shape)
+        out = db_ratio(target, self.energy[:, None] - target).reshape(cross.shape)
         out[:, ~self.loud_ref] = np.nan
         out[~self.loud_est, :] = np.nan
         return out
@@ -521,7 +521,7 @@ def _pairwise_from(
     if active.size == 0 or live.size == 0:
         return PairwiseScores(sdr, sir, sar)
 
-    G = _block_toeplitz(corr[np.ix_(active, active)], flen)  # (nA L, nA L)
+    G = block_toeplitz(corr[np.ix_(active, active)], flen)  # (nA L, nA L)
     D = corr[np.ix_(active, n_ref + live)][..., flen - 1 :]  # (nA, n_live, L)
     D = D.transpose(0, 2, 1).reshape(active.size * flen, live.size)
     energy = est_energy[live]
@@ -529,9 +529,9 @@ def _pairwise_from(
     C = _solve_psd(G, D)
     GC = _symm(G, C)
     proj_all = np.sum(C * GC, axis=0)  # ||P_s e||^2 = ||s_target + e_interf||^2
-    floor = _REL_FLOOR * energy
+    floor = REL_FLOOR * energy
     artif = energy - 2.0 * np.sum(D * C, axis=0) + proj_all  # ||e - P_s e||^2
-    sar_live = _db(proj_all, np.maximum(artif, floor))
+    sar_live = db_ratio(proj_all, np.maximum(artif, floor))
     for k, i in enumerate(active):
         blk = slice(k * flen, (k + 1) * flen)
         if active.size == 1:  # P_{s_i} = P_s: reuse, so e_interf is exactly zero
@@ -544,9 +544,9 @@ def _pairwise_from(
         delta = C.copy()
         delta[blk] -= Ci
         interf = np.sum(delta * _symm(G, delta), axis=0)  # ||P_s e - P_{s_i} e||^2
-        sdr[live, i] = _db(target, np.maximum(distortion, floor))
+        sdr[live, i] = db_ratio(target, np.maximum(distortion, floor))
         # one reference: no interference by construction, +inf as in mir_eval
-        sir[live, i] = _db(target, interf if active.size == 1 else np.maximum(interf, floor))
+        sir[live, i] = db_ratio(target, interf if active.size == 1 else np.maximum(interf, floor))
         sar[live, i] = sar_live
     return PairwiseScores(sdr, sir, sar)
 
@@ -602,7 +602,7 @@ def _blockwise_correlations(x: np.ndarray, ys: Sequence[np.ndarray], max_lag: in
     return out
 
 
-def _block_toeplitz(corr: np.ndarray, flen: int) -> np.ndarray:
+def block_toeplitz(corr: np.ndarray, flen: int) -> np.ndarray:
     """Gram matrix ``G[(i, a), (j, b)] = r_ij[a - b]`` of references delayed by ``a, b < flen``.
 
     ``corr`` is ``(n, n, 2 flen - 1)`` with lag ``k`` at index ``flen - 1 + k``. Since
@@ -647,7 +647,7 @@ def _symm(G: np.ndarray, B: np.ndarray) -> np.ndarray:
     return scipy.linalg.blas.dsymm(1.0, G.T, B)  # G.T: same values, Fortran order, no copy
 
 
-def _db(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+def db_ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     """``10 log10(num / den)``; +inf for a zero (or round-off negative) denominator, -inf for a
     zero numerator, NaN if both are zero."""
     num, den = np.atleast_1d(num), np.atleast_1d(den)
@@ -709,11 +709,11 @@ def _validate_pair(reference: np.ndarray, estimate: np.ndarray) -> tuple[np.ndar
 
 def _validate_filter_length(value: int, n_ref: int) -> int:
     flen = _validate_positive_int(value, "filter_length")
-    if n_ref * flen > _MAX_GRAM:
+    if n_ref * flen > MAX_GRAM:
         raise ParameterError(
             f"{n_ref} references x filter_length {flen} = {n_ref * flen} delayed references: the "
             f"Gram matrix would need {(n_ref * flen) ** 2 * 8 / 2**30:.1f} GiB; at most "
-            f"{_MAX_GRAM} are supported (use fewer references or a shorter filter)"
+            f"{MAX_GRAM} are supported (use fewer references or a shorter filter)"
         )
     return flen
 

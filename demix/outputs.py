@@ -430,6 +430,7 @@ def write_atomically(path: Path, writer: Callable[[Path], object]) -> None:
     tmp = Path(name)
     try:
         writer(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a result file gets the usual mode
         os.replace(tmp, path)
     except BaseException as exc:
         if created is not None:
@@ -440,6 +441,13 @@ def write_atomically(path: Path, writer: Callable[[Path], object]) -> None:
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+
+
+def _umask() -> int:
+    """The process's umask (read by setting it, then restoring it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:

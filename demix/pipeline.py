@@ -24,6 +24,7 @@ from demix import audio
 from demix.checks import audible
 from demix.errors import DemixError, FetchError, ParameterError
 from demix.fetch import Log, ProgressHook, fetch_audio, url_stem
+from demix.history import History
 from demix.inputs import DEFAULT_FOLDER_TEMPLATE, STDIN, Input, Named, input_stem, run_folders, stdin_file
 from demix.jobs import Job, WriteOptions, stage_audio
 from demix.manifest import clean, input_record, new_manifest, output_record
@@ -137,21 +138,25 @@ def run_job(job: Job, *, callback: Callback | None = None, stream: bool | None =
     timings["load_s"] = time.perf_counter() - tic
 
     tic = time.perf_counter()
+    history = History(callback)
+    stem = input_stem(job.source)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        separation = spec.separate(signal.data, signal.sample_rate, job.params, callback)
+        separation = spec.separate(signal.data, signal.sample_rate, job.params, history)
         finished = finish(separation, ref_channel=options.ref_channel, scale=options.scale, images=images)
         fit = check_model_fit(separation, signal.sample_rate) if spec.model == "instantaneous" else None
-    timings["separate_s"] = time.perf_counter() - tic
-
-    order = [int(i) for i in finished.order]
-    sources = finished.sources
-    gain = 1.0 if options.scale == "unit" else run_gain([sources])
-    names = (
-        tuple(separation.names[i] for i in order)
-        if separation.names is not None
-        else tuple(f"source_{i + 1}" for i in range(len(sources)))
-    )
+        timings["separate_s"] = time.perf_counter() - tic
+        order = [int(i) for i in finished.order]
+        sources = finished.sources
+        gain = 1.0 if options.scale == "unit" else run_gain([sources])
+        names = (
+            tuple(separation.names[i] for i in order)
+            if separation.names is not None
+            else tuple(f"source_{i + 1}" for i in range(len(sources)))
+        )
+        files = [options.file_name(stem, name, i + 1) for i, name in enumerate(names)]
+        for file, source in zip(files, sources, strict=True):
+            audible(file, source, gain, options.subtype)  # non-finite: error; silent as written: warning
     facts = [separation.facts[i] for i in order] if separation.facts else [{} for _ in order]
     # Images (n_sources, n_channels, n_samples): kurtosis of their channel mean.
     kurtosis = excess_kurtosis(sources if finished.layout == "mono" else sources.mean(axis=1))
@@ -163,14 +168,11 @@ def run_job(job: Job, *, callback: Callback | None = None, stream: bool | None =
     manifest["inputs"] = [record]
     tic = time.perf_counter()
     outputs = []
-    stem = input_stem(job.source)
     with RunFolder(job.folder) as run:
-        for i, (name, source, fact, kurt, index) in enumerate(
-            zip(names, sources, facts, kurtosis, order, strict=True)
+        for file, name, source, fact, kurt, index in zip(
+            files, names, sources, facts, kurtosis, order, strict=True
         ):
             written = source * gain
-            file = options.file_name(stem, name, i + 1)
-            audible(file, source, gain, options.subtype)  # non-finite: error; silent as written: warning
             stage_audio(run, file, written, signal.sample_rate, options)
             outputs.append(
                 output_record(
@@ -179,6 +181,13 @@ def run_job(job: Job, *, callback: Callback | None = None, stream: bool | None =
             )
         if len({o["file"] for o in outputs}) < len(outputs):
             raise ParameterError(f"--name {options.file_template!r} gives two sources the same file name")
+        if options.plot:
+            from demix.plots import stage_figures
+
+            outputs += stage_figures(
+                run.stage, signal.data, [s * gain for s in sources], names, signal.sample_rate,
+                history.record(), title=spec.name,
+            )  # fmt: skip
         timings["write_s"] = time.perf_counter() - tic
         diagnostics = {**separation.diagnostics, **({"model_fit": fit} if fit is not None else {})}
         manifest.update(
@@ -190,6 +199,7 @@ def run_job(job: Job, *, callback: Callback | None = None, stream: bool | None =
                 "n_iter": separation.n_iter,
                 "converged": separation.converged,
                 "final_change": separation.final_change,
+                "history": history.record(),
             },
             diagnostics=diagnostics,
             warnings=[str(w.message) for w in caught],

@@ -96,7 +96,7 @@ METHODS: dict[str, MethodSpec] = {
         ),
         MethodSpec("nmf", "nmf", nmf_separate.NMFParams, nmf_separate.separate, "none", streams=True),
         MethodSpec("nmf-supervised", "nmf", SupervisedParams, separate_supervised, "none"),
-        MethodSpec("duet", "duet", duet.DuetParams, duet.separate, "none"),
+        MethodSpec("duet", "duet", duet.DuetParams, duet.separate, "none", min_channels=2),
         MethodSpec("repet", "repet", repet.RepetParams, repet.separate, "none"),
         MethodSpec("iva", "iva", iva.IVAParams, iva.separate, "none", min_channels=2),
     )

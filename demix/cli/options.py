@@ -312,3 +312,12 @@ def polish_help(command: Any, path: tuple[str, ...] = ()) -> None:
         command.help = f"{command.help.rstrip()}\n\nExample: {EXAMPLES[key]}"
     for name, sub in getattr(command, "commands", {}).items():
         polish_help(sub, (*path, name))
+
+
+Plot = Annotated[
+    bool,
+    typer.Option(
+        "--plot",
+        help="Also write spectrograms.png and convergence.png into the run folder (needs demix[plot]).",
+    ),
+]

@@ -129,7 +129,7 @@ def _show_run(reporter: Reporter, path: Input, folder: Path, manifest: dict[str,
     table = Table(show_edge=False)
     for column in ("file", "rms", "peak", "kurtosis"):
         table.add_column(column, justify="left" if column == "file" else "right")
-    for entry in manifest["outputs"]:
+    for entry in (o for o in manifest["outputs"] if o["role"] == "source"):
         kurt = entry.get("kurtosis")
         table.add_row(
             entry["file"],

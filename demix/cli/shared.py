@@ -35,6 +35,7 @@ class Shared:
     images: opt.Images = None
     name: opt.FileTemplate = DEFAULT_FILE_TEMPLATE
     folder: opt.FolderTemplate = DEFAULT_FOLDER_TEMPLATE
+    plot: opt.Plot = False
     jobs: opt.Jobs = 1
     resume: opt.Resume = False
     scheduler: opt.Scheduler = None
@@ -66,6 +67,7 @@ class Shared:
             images=self.images,
             quality=self.quality,
             file_template=self.name,
+            plot=self.plot,
         )
 
 

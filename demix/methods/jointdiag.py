@@ -27,7 +27,9 @@ def joint_diagonalise(
     ``C`` is not modified; the rotated set is ``V^T C_tau V``.
     """
     n = C.shape[1]
-    M = np.ascontiguousarray(C.transpose(1, 2, 0))  # (n, n, n_lags): rows contiguous over lags
+    M = np.array(
+        C.transpose(1, 2, 0), order="C"
+    )  # a copy: C is never rotated in place  # (n, n, n_lags): rows contiguous over lags
     V = np.eye(n)
     max_angle = 0.0
     sweep = 0

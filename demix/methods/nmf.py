@@ -564,7 +564,7 @@ def beta_nmf(
         if it >= 1:
             change = _rel_change(objs[-2], objs[-1])
         if callback is not None:
-            callback(IterInfo(iteration=n_iter, max_iter=max_iter, change=change))
+            callback(IterInfo(iteration=n_iter, max_iter=max_iter, change=change, objective=obj))
         if it >= 1 and abs(change) < tol:
             converged = True
             break
