@@ -158,3 +158,19 @@ def test_a_bad_input_in_a_batch_does_not_stop_the_others(tmp_path: Path) -> None
     assert [path for path, _ in result.failures] == [str(broken)]
     assert len(result.manifests) == 1 and (tmp_path / "s" / "demix.json").exists()
     assert not (tmp_path / "b").exists()
+
+
+def test_history_is_recorded_and_plot_writes_listed_figures(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    from demix.plots import panel_count
+
+    voices = np.stack([sf.read(SAMPLE_AUDIO / f"voice_{i}.wav")[0][:32000] for i in (1, 2)])
+    path = write_wav(tmp_path / "x.wav", np.array([[0.7, 0.3], [0.2, 0.8]]) @ voices)
+    options = WriteOptions(plot=True)
+    manifest = run_job(Job("ica", "fastica", FastICAParams(), path, tmp_path / "o", options))
+    history = manifest["convergence"]["history"]
+    assert history["n_reports"] == manifest["convergence"]["n_iter"] == len(history["change"])
+    figures = [o for o in manifest["outputs"] if o["role"] == "figure"]
+    assert [f["file"] for f in figures] == ["spectrograms.png", "convergence.png"]
+    # spectrograms: the mixture and both sources, one panel each
+    assert panel_count((tmp_path / "o" / "spectrograms.png").read_bytes()) == 3
