@@ -210,10 +210,8 @@ def test_naming_templates_name_files_and_folders(speech_mix: tuple[Path, np.ndar
     mix, _ = speech_mix
     other = tmp_path / "other.wav"
     other.write_bytes(mix.read_bytes())
-    code, out, err = run(
-        "ica", mix, other, "-o", tmp_path / "o", "--folder", "run_{index}_{input}", "--name", "{input}-{index}.{ext}",
-        "--json",
-    )  # fmt: skip
+    templates = ["--folder", "run_{index}_{input}", "--name", "{input}-{index}.{ext}"]
+    code, out, err = run("ica", mix, other, "-o", tmp_path / "o", *templates, "--json")
     assert code == 0, err
     document = valid_runs(out)
     assert [Path(r["folder"]).name for r in document["runs"]] == ["run_1_mix", "run_2_other"]
@@ -233,10 +231,10 @@ def test_naming_templates_name_files_and_folders(speech_mix: tuple[Path, np.ndar
 
 def test_stdin_is_an_input(speech_mix: tuple[Path, np.ndarray], tmp_path: Path) -> None:
     mix, S = speech_mix
+    command = [sys.executable, "-m", "demix", "ica", "-", "-o", str(tmp_path / "o"), "--json"]
     done = subprocess.run(
-        [sys.executable, "-m", "demix", "ica", "-", "-o", str(tmp_path / "o"), "--json", "--subtype", "FLOAT"],
-        input=mix.read_bytes(), capture_output=True, timeout=120, cwd=ROOT,
-    )  # fmt: skip
+        [*command, "--subtype", "FLOAT"], input=mix.read_bytes(), capture_output=True, timeout=120, cwd=ROOT
+    )
     assert done.returncode == 0, done.stderr.decode()
     record = valid_runs(done.stdout.decode())["runs"][0]["inputs"][0]
     assert record["path"] == "-" and record["frames"] == S.shape[1]
@@ -251,8 +249,10 @@ def test_json_of_mix_nmf_and_fetch_validates(tmp_path: Path) -> None:
     code, out, err = run("nmf", voices[0], "-o", tmp_path / "nmf", "--max-iter", "5", "--json")
     assert code == 0, err
     valid_runs(out)
-    code, out, err = run("fetch", tmp_path / "mix" / "mixture.wav", "-o", tmp_path / "cut.wav", "--start", "1",
-                         "--duration", "0:02.5", "--json")  # fmt: skip
+    section = ["--start", "1", "--duration", "0:02.5"]
+    code, out, err = run(
+        "fetch", tmp_path / "mix" / "mixture.wav", "-o", tmp_path / "cut.wav", *section, "--json"
+    )
     assert code == 0, err
     fetched = valid_runs(out)["runs"][0]
     assert fetched["frames"] == 40000 and sf.info(tmp_path / "cut.wav").frames == 40000
