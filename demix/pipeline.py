@@ -31,9 +31,9 @@ from demix.manifest import clean, input_record, new_manifest, output_record
 from demix.methods.nmf_separate import LearnBasesParams
 from demix.model_fit import check_model_fit
 from demix.outputs import MANIFEST, RunFolder, check_run_folder
-from demix.post import excess_kurtosis, finish, run_gain
+from demix.post import Finished, excess_kurtosis, finish, run_gain
 from demix.registry import MethodSpec, method_spec
-from demix.types import Callback, Signal
+from demix.types import Callback, Separation, Signal
 
 
 @dataclass
@@ -189,25 +189,41 @@ def run_job(job: Job, *, callback: Callback | None = None, stream: bool | None =
                 history.record(), title=spec.name,
             )  # fmt: skip
         timings["write_s"] = time.perf_counter() - tic
-        diagnostics = {**separation.diagnostics, **({"model_fit": fit} if fit is not None else {})}
         manifest.update(
-            outputs=outputs,
-            layout=finished.layout,
-            gain=gain,
-            model=finished.model,
-            convergence={
-                "n_iter": separation.n_iter,
-                "converged": separation.converged,
-                "final_change": separation.final_change,
-                "history": history.record(),
-            },
-            diagnostics=diagnostics,
-            warnings=[str(w.message) for w in caught],
-            timings={k: round(v, 4) for k, v in timings.items()},
+            outputs=outputs, **result_record(separation, finished, gain, fit, caught, timings, history)
         )
         manifest = clean(manifest)
         run.commit(manifest)
     return manifest
+
+
+def result_record(
+    separation: Separation,
+    finished: Finished,
+    gain: float,
+    fit: dict[str, Any] | None,
+    caught: Sequence[warnings.WarningMessage],
+    timings: dict[str, float],
+    history: History | None,
+) -> dict[str, Any]:
+    """The manifest's account of a separation, the same for the in-memory and streamed paths:
+    layout, gain, model, convergence (with its history), diagnostics, warnings and timings."""
+    convergence: dict[str, Any] = {
+        "n_iter": separation.n_iter,
+        "converged": separation.converged,
+        "final_change": separation.final_change,
+    }
+    if history is not None:
+        convergence["history"] = history.record()
+    return {
+        "layout": finished.layout,
+        "gain": gain,
+        "model": finished.model,
+        "convergence": convergence,
+        "diagnostics": {**separation.diagnostics, **({"model_fit": fit} if fit is not None else {})},
+        "warnings": [str(w.message) for w in caught],
+        "timings": {k: round(v, 4) for k, v in timings.items()},
+    }
 
 
 def _check_fit_to_run(spec: MethodSpec, signal: Signal, job: Job) -> bool:

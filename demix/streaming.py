@@ -49,6 +49,7 @@ import soundfile as sf
 
 from demix import audio
 from demix.errors import AudioError, DemixError, ParameterError
+from demix.history import History
 from demix.inputs import STDIN, Input, input_stem, stdin_file
 from demix.jobs import Job, WriteOptions
 from demix.manifest import clean, new_manifest
@@ -549,9 +550,10 @@ def run_streamed(
         tic = time.perf_counter()
         passes = _Passes()
         block = plan.block_samples
+        history = History(callback)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            separation, wh = fit_streamed(spec, recording, params=job.params, block=block, callback=callback,
+            separation, wh = fit_streamed(spec, recording, params=job.params, block=block, callback=history,
                                       passes=passes)  # fmt: skip
             model = separation.model
             assert isinstance(model, Instantaneous)
@@ -640,20 +642,9 @@ def run_streamed(
         with RunFolder(job.folder) as run:
             _stage_all(run, files, write)
             timings["write_s"] = time.perf_counter() - tic
-            diagnostics = {**separation.diagnostics, **({"model_fit": fit} if fit is not None else {})}
             manifest.update(
                 outputs=outputs,
-                layout=finished.layout,
-                gain=gain,
-                model=finished.model,
-                convergence={
-                    "n_iter": separation.n_iter,
-                    "converged": separation.converged,
-                    "final_change": separation.final_change,
-                },
-                diagnostics=diagnostics,
-                warnings=[str(w.message) for w in caught],
-                timings={k: round(v, 4) for k, v in timings.items()},
+                **pipeline.result_record(separation, finished, gain, fit, caught, timings, history),
                 streaming=plan.record(passes.count),
             )
             manifest = clean(manifest)
