@@ -21,6 +21,8 @@ from demix.post import Scale
 #: in the written order, and the format's extension.
 TEMPLATE_FIELDS = ("input", "source", "index", "ext")
 DEFAULT_FILE_TEMPLATE = "{source}.{ext}"
+#: Memory (MB) a run may use for the signal before a method that streams switches to blocks.
+DEFAULT_MAX_MEMORY_MB = 400.0
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,7 @@ class WriteOptions:
     quality: float | None = None
     file_template: str = DEFAULT_FILE_TEMPLATE
     plot: bool = False
+    max_memory_mb: float = DEFAULT_MAX_MEMORY_MB
 
     def validate(self) -> None:
         audio.validate_output_format(self.fmt, self.subtype, self.quality)

@@ -36,6 +36,7 @@ signal times :data:`IN_MEMORY_COPIES` would exceed the memory bound (default
 from __future__ import annotations
 
 import contextlib
+import os
 import tempfile
 import time
 import warnings
@@ -51,7 +52,7 @@ from demix import audio
 from demix.errors import AudioError, DemixError, ParameterError
 from demix.history import History
 from demix.inputs import STDIN, Input, input_stem, stdin_file
-from demix.jobs import Job, WriteOptions
+from demix.jobs import DEFAULT_MAX_MEMORY_MB, Job, WriteOptions
 from demix.manifest import clean, new_manifest
 from demix.methods import fastica, sobi
 from demix.methods.lagged import check_lags, lagged_products
@@ -76,7 +77,6 @@ __all__ = [
 
 #: Memory (MiB) the arrays of one run may take by default: the in-memory path is used while the
 #: float64 signal times :data:`IN_MEMORY_COPIES` stays below it, the streaming path beyond.
-DEFAULT_MAX_MEMORY_MB = 400
 #: Copies of the float64 signal the in-memory path of a linear method holds at its peak
 #: (input, whitened float32 = half a copy, sources, images, written copy; measured ~5, issue 15).
 IN_MEMORY_COPIES = 6
@@ -494,16 +494,42 @@ def _open_writer(path: Path, channels: int, rate: int, options: WriteOptions) ->
 # The run
 
 
-def plan_stream(spec: MethodSpec, job: Job, max_memory_mb: float = DEFAULT_MAX_MEMORY_MB) -> Plan | None:
-    """A :class:`Plan` when ``job`` should stream (see the module docstring), else None."""
-    if not spec.streams:
-        return None
+def plan_stream(spec: MethodSpec, job: Job) -> Plan | None:
+    """A :class:`Plan` when ``job`` should stream (see the module docstring), else None.
+
+    A method that cannot stream is checked instead: an input whose in-memory copies would not fit
+    in this machine's memory is refused with the numbers, never cropped or left to run out.
+    """
     options = job.options
     channels, frames = input_shape(job.source, options.sample_rate, options.start, options.duration)
     copies = IN_MEMORY_COPIES if spec.model == "instantaneous" else IN_MEMORY_COPIES_MASKING
-    if frames * channels * 8 * copies <= max_memory_mb * 2**20:
+    need = frames * channels * 8 * copies
+    if not spec.streams:
+        _check_fits_in_memory(spec, need, frames, options)
         return None
-    return make_plan(channels, max_memory_mb)
+    if need <= options.max_memory_mb * 2**20:
+        return None
+    return make_plan(channels, options.max_memory_mb)
+
+
+def _check_fits_in_memory(spec: MethodSpec, need: int, frames: int, options: WriteOptions) -> None:
+    """Refuse an input a non-streaming method would need more than the machine's memory for."""
+    try:
+        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return
+    if need > total:
+        rate = options.sample_rate
+        length = f"{frames / rate / 60:.0f} min" if rate else f"{frames} samples"
+        raise ParameterError(
+            f"demix {spec.command} holds its input in memory: about {_size(need)} for these "
+            f"{length}, and this machine has {_size(total)}; separate a section "
+            "(--start/--duration), or use a method that streams (ica, decorr, nmf)"
+        )
+
+
+def _size(n_bytes: float) -> str:
+    return f"{n_bytes / 2**30:.1f} GB" if n_bytes >= 2**30 else f"{n_bytes / 2**20:.1f} MB"
 
 
 def choose_plan(spec: MethodSpec, job: Job, stream: bool | None) -> Plan | None:
@@ -516,7 +542,7 @@ def choose_plan(spec: MethodSpec, job: Job, stream: bool | None) -> Plan | None:
     if not spec.streams:
         raise ParameterError(f"method {spec.name} does not stream; it separates in memory")
     channels, _ = input_shape(job.source, job.options.sample_rate, job.options.start, job.options.duration)
-    return make_plan(max(channels, 1))
+    return make_plan(max(channels, 1), job.options.max_memory_mb)
 
 
 def make_plan(channels: int, max_memory_mb: float = DEFAULT_MAX_MEMORY_MB) -> Plan:

@@ -321,3 +321,12 @@ Plot = Annotated[
         help="Also write spectrograms.png and convergence.png into the run folder (needs demix[plot]).",
     ),
 ]
+
+MaxMemory = Annotated[
+    float,
+    typer.Option(
+        "--max-memory",
+        min=50,
+        help="MB a run may hold the signal in before ica, decorr and nmf stream the input block by block.",
+    ),
+]

@@ -19,7 +19,7 @@ from demix.cli import options as opt
 from demix.cli.console import Reporter, translated_errors
 from demix.fetch import parse_time
 from demix.inputs import DEFAULT_FOLDER_TEMPLATE
-from demix.jobs import DEFAULT_FILE_TEMPLATE, WriteOptions
+from demix.jobs import DEFAULT_FILE_TEMPLATE, DEFAULT_MAX_MEMORY_MB, WriteOptions
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,7 @@ class Shared:
     name: opt.FileTemplate = DEFAULT_FILE_TEMPLATE
     folder: opt.FolderTemplate = DEFAULT_FOLDER_TEMPLATE
     plot: opt.Plot = False
+    max_memory: opt.MaxMemory = DEFAULT_MAX_MEMORY_MB
     jobs: opt.Jobs = 1
     resume: opt.Resume = False
     scheduler: opt.Scheduler = None
@@ -68,6 +69,7 @@ class Shared:
             quality=self.quality,
             file_template=self.name,
             plot=self.plot,
+            max_memory_mb=self.max_memory,
         )
 
 
