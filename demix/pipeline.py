@@ -237,8 +237,8 @@ def _check_fit_to_run(spec: MethodSpec, signal: Signal, job: Job) -> bool:
     channels = signal.n_channels
     if channels < spec.min_channels:
         raise ParameterError(
-            f"{job.source}: demix {spec.command} separates as many sources as there are channels and "
-            f"this input has {channels}; for a mono recording try `demix nmf`"
+            f"{job.source}: demix {spec.command} needs at least {spec.min_channels} channels (stereo or "
+            f"more) and this input has {channels}; for a mono recording try `demix nmf`"
         )
     if not 0 <= options.ref_channel < channels:
         raise ParameterError(

@@ -45,7 +45,8 @@ def test_stems_are_written_stereo_with_their_facts(separated: Path) -> None:
     accompaniment = outputs[1]
     assert accompaniment["repetition_structure"] > 0.25 and accompaniment["median_similarity"] > 0.3
     assert manifest["diagnostics"]["fits"] is True
-    assert manifest["convergence"] == {"n_iter": 0, "converged": True, "final_change": 0.0}
+    convergence = {k: manifest["convergence"][k] for k in ("n_iter", "converged", "final_change")}
+    assert convergence == {"n_iter": 0, "converged": True, "final_change": 0.0}
 
 
 def test_stems_sum_to_the_mixture_and_score_above_the_floors(separated: Path) -> None:
