@@ -32,8 +32,10 @@ from demix.registry import method_spec
 from demix.streaming import Plan, Recording, run_streamed, statistics
 
 ROOT = Path(__file__).resolve().parents[1]
-#: Memory the streamed run may take beyond the interpreter that runs `demix --version` (MB).
-BOUND_MB = 250
+#: Memory the streamed run may take beyond the interpreter that runs `demix --version` (MB). The
+#: streamed runs' fixed costs (librosa's import, the model-fit excerpt, NMF's bases fit) measured
+#: 240-270 MB above that baseline whatever the length; the file is 3 × this bound in float64.
+BOUND_MB = 300
 RATE = 8000
 MIXING = np.array([[1.0, 0.6], [0.45, 1.0]])
 
