@@ -4,7 +4,7 @@ What is compared to what:
 
 * a side (references or estimates) is a demix folder, read through its manifest (a ``demix mix``
   folder for references, a run folder for estimates), or *items*: files, folders, globs, or
-  stem groups ``name=a.flac+b.flac`` summed in memory. A folder without a manifest gives its
+  stem groups ``name=a.flac+b.flac`` (their files summed). A folder without a manifest gives its
   audio files, leaving out the ones named like the mixture (``mixture.*``, ``mix.*``);
 * estimates are matched to references by the Hungarian assignment on SIR, never by name or
   order, unless every estimate carries a label (``-e drums=…``) naming a reference: then by name;
@@ -17,26 +17,35 @@ every channel is part of the source image, distortion filters are fitted once on
 signal, SDR/ISR/SIR/SAR come per frame (1 s windows and hops by default) and a target's score
 is the median over its frames.
 
+Long signals: v3 of whole signals reads the files block by block into
+:class:`demix.metrics.StreamedBSSEval` once their float64 copies would exceed
+:data:`MAX_MEMORY_MB` (the same scores to 1e-6 dB, memory bounded by the blocks); v4 and
+framewise v3 hold the signals in memory and refuse, with the numbers, what memory cannot hold.
+
 A score that cannot be computed is NaN (null in JSON) with its reason; every score is capped at
 :data:`demix.metrics.CEILING_DB` (130 dB), which is what a perfect estimate gets.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
 import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import soundfile as sf
 
-from demix import __version__, audio, metrics
+from demix import __version__, audio, metrics, streaming
 from demix.bss_eval_v4 import bss_eval_v4
-from demix.errors import OutputError, ParameterError
+from demix.errors import AudioError, OutputError, ParameterError
 from demix.inputs import expand_inputs
+from demix.jobs import DEFAULT_MAX_MEMORY_MB
 from demix.manifest import clean, read_manifest
 from demix.outputs import MANIFEST, write_atomically, write_manifest
 
@@ -48,6 +57,13 @@ MIXTURE_STEMS = frozenset({"mixture", "mix"})
 #: museval's default frame: one second, every second.
 V4_WINDOW_S = 1.0
 CEILING_DB = metrics.CEILING_DB
+#: Memory (MiB) the signals may take in memory: v3 on whole signals reads them block by block
+#: (:class:`demix.metrics.StreamedBSSEval`) once their float64 copies exceed it (issue 15).
+MAX_MEMORY_MB = DEFAULT_MAX_MEMORY_MB
+#: Copies of the float64 signals (every channel) the in-memory path holds at its peak: the
+#: signals as read, and the stacked scored channels (v3) or the fitted images and their
+#: transforms (v4, framewise).
+IN_MEMORY_COPIES = {"v3": 2, "v4": 4}
 
 SIR_UNDEFINED = "one (non-silent) reference only: nothing can interfere, so SIR is undefined"
 _LABEL = re.compile(r"([^=/\\]+)=(.+)")
@@ -65,25 +81,61 @@ class Section:
 class Item:
     """One reference, estimate or mixture: its name, the files summed into it, its signal.
 
-    ``data`` is ``(n_channels, n_samples)``; ``labelled`` says the user named it (``name=…``).
+    ``shape`` is ``(n_channels, n_samples)`` of the signal, known from the files' headers;
+    :attr:`data` reads the signal (the ``section`` of every file, summed) the first time it is
+    asked for, so a long signal scored block by block (:meth:`channel_blocks`) is never read whole.
+    ``labelled`` says the user named it (``name=…``).
     """
 
     name: str
     files: list[Path]
-    data: np.ndarray
+    shape: tuple[int, int]
     labelled: bool = False
+    section: Section = Section()
+    _data: np.ndarray | None = field(default=None, repr=False)
+    #: The files' sections as read block by block; None when one needs ffmpeg (read in memory).
+    _recordings: list[streaming.Recording] | None = field(default=None, repr=False)
+
+    @property
+    def data(self) -> np.ndarray:
+        """The whole signal ``(n_channels, n_samples)`` in memory (read on first use)."""
+        if self._data is None:
+            s = self.section
+            parts = [audio.read_audio(f, start=s.start, duration=s.duration).data for f in self.files]
+            self._data = _sum(parts, self.shape)
+        return self._data
 
     @property
     def label(self) -> str:
         """How scores name it: its file, or its files joined by ``+``."""
         return "+".join(str(f) for f in self.files)
 
+    def channel_blocks(self, channel: int, size: int, stop: int) -> Iterator[np.ndarray]:
+        """Channel ``channel`` of samples ``0 … stop``, in consecutive blocks of at most ``size``,
+        read from disk file by file and summed as :attr:`data` sums them (a mono part counts on
+        every channel; a part that ends early, as silence)."""
+        if self._data is not None or self._recordings is None:
+            for a in range(0, stop, size):
+                yield self.data[channel, a : min(a + size, stop)]
+            return
+        readers = [
+            (rec.blocks(size, 0, min(stop, rec.frames)), 0 if rec.channels == 1 else channel)
+            for rec in self._recordings
+        ]
+        for a in range(0, stop, size):
+            block = np.zeros(min(size, stop - a))
+            for reader, c in readers:
+                part = next(reader, None)
+                if part is not None:
+                    block[: part.shape[1]] += part[c]
+            yield block
+
     def describe(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "files": [str(f) for f in self.files],
-            "channels": int(self.data.shape[0]),
-            "samples": int(self.data.shape[1]),
+            "channels": int(self.shape[0]),
+            "samples": int(self.shape[1]),
             "labelled": self.labelled,
         }
 
@@ -185,8 +237,7 @@ def load_mixture(path: str | Path, section: Section = Section()) -> tuple[Item, 
     path = Path(path)
     if path.is_dir():
         raise ParameterError(f"--mixture {path} is a folder; give the mixture's file")
-    signal = audio.read_audio(path, start=section.start, duration=section.duration)
-    return Item("mixture", [path], signal.data), signal.sample_rate
+    return _open_item("mixture", [path], False, section, "mixture", [])
 
 
 def _files_in(manifest: dict[str, Any], role: str) -> list[str]:
@@ -251,17 +302,56 @@ def _names(files: list[Path], folder: Path | None = None) -> str:
 def _read_items(
     groups: list[tuple[str, list[Path], bool]], role: str, section: Section, notes: list[str]
 ) -> tuple[list[Item], int]:
-    """Read every group's files (only the section) and sum each group; one sample rate for all."""
+    """Open every group's files (only the section) as one item each; one sample rate for all."""
     items, rate = [], None
     for name, files, labelled in groups:
-        signals = [audio.read_audio(f, start=section.start, duration=section.duration) for f in files]
-        for path, signal in zip(files, signals, strict=True):
-            rate = signal.sample_rate if rate is None else rate
-            _same_rate(rate, signal.sample_rate, str(path), role)
-        items.append(Item(name, files, _sum(name, files, [s.data for s in signals], notes), labelled))
+        item, item_rate = _open_item(name, files, labelled, section, role, notes)
+        rate = item_rate if rate is None else rate
+        _same_rate(rate, item_rate, item.label, role)
+        items.append(item)
     if rate is None:
         raise ParameterError(f"no {role} given")
     return items, rate
+
+
+def _open_item(
+    name: str, files: list[Path], labelled: bool, section: Section, role: str, notes: list[str]
+) -> tuple[Item, int]:
+    """An item whose samples stay on disk when soundfile reads its files (their headers give its
+    shape), else read now (ffmpeg decodes them); and its sample rate."""
+    recordings = [_recording(f, section) for f in files]
+    if all(r is not None for r in recordings):
+        known = [r for r in recordings if r is not None]
+        shapes = [(r.channels, r.frames) for r in known]
+        rates = [r.sample_rate for r in known]
+        parts = None
+    else:
+        signals = [audio.read_audio(f, start=section.start, duration=section.duration) for f in files]
+        parts = [s.data for s in signals]
+        shapes = [(p.shape[0], p.shape[1]) for p in parts]
+        rates = [s.sample_rate for s in signals]
+        known = None
+    for path, other in zip(files, rates, strict=True):
+        _same_rate(rates[0], other, str(path), role)
+    shape = _group_shape(name, files, shapes, notes)
+    data = None if parts is None else _sum(parts, shape)
+    return Item(name, files, shape, labelled, section, data, known), rates[0]
+
+
+def _recording(path: Path, section: Section) -> streaming.Recording | None:
+    """``path``'s section, to read block by block, from its header; None if soundfile cannot
+    read it. A section outside the file is refused as :func:`demix.audio.read_audio` refuses it."""
+    if not path.is_file():
+        raise AudioError(f"{path}: no such file")
+    try:
+        info = sf.info(str(path))
+    except (sf.LibsndfileError, RuntimeError, TypeError):
+        return None
+    if info.frames <= 0:
+        return None  # no length in the header: let read_audio decide
+    rate, total = int(info.samplerate), int(info.frames)
+    first, count = audio._section(path, rate, total, section.start, section.duration)
+    return streaming.Recording(path, first, total - first if count < 0 else count, int(info.channels), rate)
 
 
 def _same_rate(rate: int, other: int, what: str, role: str) -> None:
@@ -271,25 +361,33 @@ def _same_rate(rate: int, other: int, what: str, role: str) -> None:
         )
 
 
-def _sum(name: str, files: list[Path], parts: list[np.ndarray], notes: list[str]) -> np.ndarray:
-    """The sum of a group's signals: mono parts go to every channel, shorter ones end in silence."""
-    if len(parts) == 1:
-        return parts[0]
-    channels = {p.shape[0] for p in parts} - {1}
+def _group_shape(
+    name: str, files: list[Path], shapes: list[tuple[int, int]], notes: list[str]
+) -> tuple[int, int]:
+    """The shape of a group's sum: mono parts go to every channel, shorter ones end in silence."""
+    if len(shapes) == 1:
+        return shapes[0]
+    channels = {c for c, _ in shapes} - {1}
     if len(channels) > 1:
         raise ParameterError(
             f"group {name!r}: files with {sorted(channels)} channels cannot be summed ({_names(files)})"
         )
-    n_chan = channels.pop() if channels else 1
-    lengths = [p.shape[1] for p in parts]
-    total = np.zeros((n_chan, max(lengths)))
-    for part in parts:
-        total[:, : part.shape[1]] += part
+    lengths = [n for _, n in shapes]
     if len(set(lengths)) > 1:
         notes.append(
             f"group {name!r}: files of {min(lengths)}–{max(lengths)} samples; "
             "summed as if the shorter ones ended in silence"
         )
+    return (channels.pop() if channels else 1), max(lengths)
+
+
+def _sum(parts: list[np.ndarray], shape: tuple[int, int]) -> np.ndarray:
+    """The sum of a group's signals, of :func:`_group_shape`'s ``shape``."""
+    if len(parts) == 1:
+        return parts[0]
+    total = np.zeros(shape)
+    for part in parts:
+        total[:, : part.shape[1]] += part
     return total
 
 
@@ -308,6 +406,7 @@ def evaluate(
     window_s: float | None = None,
     hop_s: float | None = None,
     section: Section = Section(),
+    max_memory_mb: float | None = None,
 ) -> Evaluation:
     """Match estimates to references and score every matched pair.
 
@@ -328,6 +427,11 @@ def evaluate(
         Frame length and step in seconds (``hop_s`` defaults to ``window_s``).
     section : Section
         The section the files were read with; recorded, and frame times are given in the files.
+    max_memory_mb : float, optional
+        v3 on whole signals reads the files block by block when the signals' float64 copies
+        (:data:`IN_MEMORY_COPIES`) would exceed it (default :data:`MAX_MEMORY_MB`): the same
+        scores, in memory bounded by the blocks. v4 and framewise v3 hold the signals in memory
+        and refuse, with the numbers, signals this machine's memory cannot hold.
     """
     if reference.sample_rate != estimate.sample_rate:
         raise ParameterError(
@@ -341,7 +445,19 @@ def evaluate(
         raise ParameterError("--hop needs --window")
     notes = reference.notes + estimate.notes
     pairs = _pairs_by_name(reference.items, estimate.items, notes)
-    scorer = _score_v3 if mode == "v3" else _score_v4
+    items = [*reference.items, *estimate.items, *([] if mixture is None else [mixture])]
+    need = 8 * sum(item.shape[0] * item.shape[1] for item in items) * IN_MEMORY_COPIES[mode]
+    bound = (MAX_MEMORY_MB if max_memory_mb is None else max_memory_mb) * 2**20
+    scorer: Callable[..., _Result]
+    if mode == "v3" and window_s is None and need > bound:
+        notes.append(
+            f"scored block by block: the signals would take about {streaming._size(need)} in memory, "
+            f"more than {streaming._size(bound)}"
+        )
+        scorer = functools.partial(_score_v3_streamed, max_memory_mb=bound / 2**20)
+    else:
+        _check_fits_in_memory(need, mode, window_s)
+        scorer = _score_v3 if mode == "v3" else _score_v4
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = scorer(reference, estimate, mixture, pairs, ref_channel, window_s, hop_s, section, notes)
@@ -377,6 +493,21 @@ class _Result:
     channels: int
     window_s: float | None
     hop_s: float | None
+
+
+def _check_fits_in_memory(need: int, mode: Mode, window_s: float | None) -> None:
+    """Refuse signals v4 or framewise v3 would need more than the machine's memory for."""
+    try:
+        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return
+    if need > total:
+        how = "BSS Eval v4" if mode == "v4" else f"framewise v3 (--window {window_s:g})"
+        raise ParameterError(
+            f"{how} holds the signals in memory: about {streaming._size(need)}, and this machine has "
+            f"{streaming._size(total)}; score a section (--start/--duration), or whole signals in v3 "
+            "without --window, which reads them block by block"
+        )
 
 
 def _pairs_by_name(refs: list[Item], ests: list[Item], notes: list[str]) -> list[tuple[int, int]] | None:
@@ -447,6 +578,51 @@ def _score_v3(
     if window_s is not None:
         _v3_frames(rows, R, E, pairs, reference.sample_rate, window_s, hop_s or window_s, section)
     return _Result(rows, pairs, n, 1, window_s, (hop_s or window_s) if window_s else None)
+
+
+def _score_v3_streamed(
+    reference: Side,
+    estimate: Side,
+    mixture: Item | None,
+    pairs: list[tuple[int, int]] | None,
+    ref_channel: int,
+    window_s: float | None,
+    hop_s: float | None,
+    section: Section,
+    notes: list[str],
+    *,
+    max_memory_mb: float = MAX_MEMORY_MB,
+) -> _Result:
+    """:func:`_score_v3` of whole signals read block by block: the files' blocks (groups summed)
+    feed :class:`demix.metrics.StreamedBSSEval`, the mixture as one more estimate."""
+    items = [*reference.items, *estimate.items, *([] if mixture is None else [mixture])]
+    channels = [_channel_index(item, ref_channel) for item in items]
+    lengths = {item.shape[1] for item in items}
+    n = min(lengths)
+    if len(lengths) > 1:
+        notes.append(f"lengths differ ({min(lengths)}–{max(lengths)} samples); all trimmed to {n}")
+    n_ref, n_est = len(reference.items), len(estimate.items)
+    stats = metrics.StreamedBSSEval(n_ref, len(items) - n_ref)
+    size = streaming.block_samples(sum(item.shape[0] for item in items), 0, max_memory_mb)
+    readers = [item.channel_blocks(c, size, n) for item, c in zip(items, channels, strict=True)]
+    for blocks in zip(*readers, strict=True):
+        stats.add(np.stack(blocks[:n_ref]), np.stack(blocks[n_ref:]))
+    pairwise, si = stats.pairwise(), stats.si_sdr()
+    if pairs is None:
+        est_idx, ref_idx = metrics.match_sources(pairwise.sir[:n_est])
+        pairs = list(zip(est_idx.tolist(), ref_idx.tolist(), strict=True))
+    loud_ref = [np.asarray(v) for v in stats.loud_ref]  # all _why_nan asks of the signals
+    loud_est = [np.asarray(v) for v in stats.loud_est]
+    rows = []
+    for j, i in pairs:
+        values = {"sdr": pairwise.sdr[j, i], "sir": pairwise.sir[j, i], "sar": pairwise.sar[j, i],
+                  "si_sdr": si[j, i]}  # fmt: skip
+        row = _row(reference.items[i], estimate.items[j], *_settle(values, loud_ref[i], loud_est[j]))
+        if mixture is not None:
+            base = {"sdr": pairwise.sdr[n_est, i], "si_sdr": si[n_est, i]}
+            _improvements(row, base, loud_ref[i], loud_est[n_est])
+        rows.append(row)
+    return _Result(rows, pairs, n, 1, None, None)
 
 
 def _score_v4(
@@ -544,13 +720,18 @@ def _samples(seconds: float, rate: int, option: str) -> int:
 
 def _channel(item: Item, ref_channel: int) -> np.ndarray:
     """The scored channel of an item: ``ref_channel``, or the only one of a mono file."""
-    if item.data.shape[0] == 1:
-        return item.data[0]
-    if ref_channel >= item.data.shape[0]:
+    return item.data[_channel_index(item, ref_channel)]
+
+
+def _channel_index(item: Item, ref_channel: int) -> int:
+    """Which channel of ``item`` is scored: ``ref_channel``, or 0 for a mono file."""
+    if item.shape[0] == 1:
+        return 0
+    if ref_channel >= item.shape[0]:
         raise ParameterError(
-            f"--ref-channel {ref_channel} is out of range: {item.label} has {item.data.shape[0]} channels"
+            f"--ref-channel {ref_channel} is out of range: {item.label} has {item.shape[0]} channels"
         )
-    return item.data[ref_channel]
+    return ref_channel
 
 
 def _row(ref: Item, est: Item, values: dict[str, float], reasons: dict[str, str]) -> dict[str, Any]:

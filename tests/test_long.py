@@ -243,3 +243,118 @@ def test_nmf_segments_have_no_seams(short_mix: Path) -> None:
         np.testing.assert_allclose(frames, S[:, :, f0:f1], rtol=0, atol=1e-10)
         part = _overlap_add(frames * mask[:, f0:f1], f0, a, b, n_fft, hop)
         np.testing.assert_allclose(part, whole[:, a:b], rtol=0, atol=1e-10)
+
+
+# --------------------------------------------------------------------------------------------
+# demix eval on long signals: v3 of whole signals read block by block
+
+
+def _eval_case(folder: Path, n: int, seed: int) -> list[str]:
+    """Two references (one a group of a mono and a stereo file), two stereo estimates (one longer),
+    a stereo mixture: ``demix eval`` arguments. Coloured Laplace sources mixed with a little
+    leakage, a filter and noise, so every score is finite and below 60 dB."""
+    rng = np.random.default_rng(seed)
+    S = np.stack([lfilter([1.0], [1.0, -p], rng.laplace(size=n)) for p in (0.3, 0.7, -0.5)])
+    S *= 0.05 / np.abs(S).max(axis=1, keepdims=True)
+    b1, b2 = S[1][None, :], np.stack([S[2], 0.5 * S[2]])
+    bg = b1 + b2
+    e1 = np.stack([S[0] + 0.1 * bg[0], S[0] + 0.2 * bg[1]]) + 0.002 * rng.standard_normal((2, n))
+    e2 = np.stack([bg[0] + 0.1 * S[0], lfilter([1.0, 0.3], [1.0], bg[1] + 0.15 * S[0])])
+    e2 += 0.001 * rng.standard_normal((2, n))
+    e2 = np.concatenate([e2, 0.01 * np.ones((2, 100))], axis=1)  # 100 samples longer: trimmed
+    files = {"voice": S[0][None, :], "b1": b1, "b2": b2, "e1": e1, "e2": e2, "mixture": S[0] + bg}
+    for name, data in files.items():
+        sf.write(folder / f"{name}.wav", data.T, RATE, subtype="FLOAT")
+    f = {name: str(folder / f"{name}.wav") for name in files}
+    return ["-r", f["voice"], "-r", f"bg={f['b1']}+{f['b2']}", "-e", f["e2"], "-e", f["e1"],
+            "--mixture", f["mixture"], "--no-scores"]  # fmt: skip
+
+
+@pytest.mark.parametrize("extra", [[], ["--ref-channel", "1", "--start", "0.5", "--duration", "6"]])
+def test_streamed_eval_equals_in_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, extra: list[str]
+) -> None:
+    """``demix eval`` forced to read blocks (a tiny memory bound: blocks of 4096 samples, 15 block
+    edges) gives the in-memory JSON's numbers to 1e-6 dB, mixture baseline and stem group included."""
+    from typer.testing import CliRunner
+
+    import demix.evaluate as ev
+    from demix.cli import app
+
+    args = ["eval", *_eval_case(tmp_path, 60_000, seed=7), *extra, "--json"]
+    documents = []
+    for bound in (ev.MAX_MEMORY_MB, 0.01):
+        monkeypatch.setattr(ev, "MAX_MEMORY_MB", bound)
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, result.stderr
+        documents.append(json.loads(result.stdout))
+    memory, streamed = documents
+    assert not any("block by block" in note for note in memory["notes"])
+    assert any("block by block" in note for note in streamed["notes"])
+    assert streamed["n_samples"] == memory["n_samples"] == (48_000 if extra else 60_000)
+    assert [r["estimate_name"] for r in streamed["scores"]] == ["e1", "e2"]  # matched by SIR
+    assert [r["reference_name"] for r in streamed["scores"]] == ["voice", "bg"]
+    for got, want in zip(streamed["scores"], memory["scores"], strict=True):
+        assert (got["reference"], got["estimate"]) == (want["reference"], want["estimate"])
+        keys = ("sdr", "sir", "sar", "si_sdr", "sdri", "si_sdri")
+        np.testing.assert_allclose([got[k] for k in keys], [want[k] for k in keys], rtol=0, atol=1e-6)
+        np.testing.assert_allclose(got["mixture"]["sdr"], want["mixture"]["sdr"], rtol=0, atol=1e-6)
+        assert 5 < want["sdr"] < 60 and want["sar"] < 60 and want["sdri"] > 3
+
+
+@pytest.mark.parametrize("extra", [["--mode", "v4"], ["--window", "1"]])
+def test_eval_in_memory_refuses_what_memory_cannot_hold(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, extra: list[str]
+) -> None:
+    """v4 and framewise v3 hold the signals: beyond the machine's memory, one line with the numbers."""
+    from typer.testing import CliRunner
+
+    import demix.evaluate as ev
+    from demix.cli import app
+
+    monkeypatch.setattr(ev, "IN_MEMORY_COPIES", {"v3": 10**6, "v4": 10**6})  # 8 MB of signals: 8 TB
+    result = CliRunner().invoke(app, ["eval", *_eval_case(tmp_path, 60_000, seed=7), *extra])
+    assert result.exit_code != 0
+    error = result.stderr.strip()
+    assert "\n" not in error and "holds the signals in memory: about" in error, error
+    assert "GB, and this machine has" in error, error
+
+
+#: Memory ``demix eval`` may take beyond the interpreter that runs `demix --version` (MB).
+EVAL_BOUND_MB = 150
+
+
+def _write_long(path: Path, sources: np.ndarray, n: int, seed: int, block: int = 1 << 20) -> None:
+    """Stereo ``sources @ coloured noise`` (plus a little white noise), written block by block."""
+    rng = np.random.default_rng(seed)
+    with sf.SoundFile(path, "w", RATE, 2, "PCM_16", format="WAV") as out:
+        for a in range(0, n, block):
+            k = min(block, n - a)
+            base = np.random.default_rng([0, a]).laplace(size=(3, k))  # the same sources in every file
+            out.write(np.clip(0.1 * (sources @ base) + 0.01 * rng.standard_normal((2, k)), -1, 1).T)
+
+
+@pytest.mark.slow
+def test_streamed_eval_stays_under_the_bound(tmp_path: Path) -> None:
+    """Two references, two estimates and a mixture whose float64 size together is three times
+    :data:`EVAL_BOUND_MB` (the in-memory path would hold six times): scored under the bound."""
+    baseline, _ = _peak_rss_mb(["--version"])
+    n = 3 * EVAL_BOUND_MB * 2**20 // (5 * 2 * 8) + 1
+    gains = {
+        "a": [[1.0, 0.0, 0.0], [0.8, 0.0, 0.0]],
+        "b": [[0.0, 1.0, 0.0], [0.0, 0.7, 0.2]],
+        "x": [[1.0, 0.1, 0.0], [0.9, 0.1, 0.1]],
+        "y": [[0.1, 1.0, 0.0], [0.0, 0.7, 0.3]],
+        "m": [[1.0, 1.0, 0.0], [0.8, 0.7, 0.2]],
+    }
+    for seed, (name, g) in enumerate(gains.items()):
+        _write_long(tmp_path / f"{name}.wav", np.array(g), n, seed)
+    files = {name: str(tmp_path / f"{name}.wav") for name in gains}
+    args = ["eval", "-r", files["a"], "-r", files["b"], "-e", files["y"], "-e", files["x"]]
+    peak, out = _peak_rss_mb([*args, "--mixture", files["m"], "--no-scores", "--json", "-q"])
+    document = json.loads(out)
+    assert document["n_samples"] == n
+    assert any("block by block" in note for note in document["notes"])
+    assert peak < baseline + EVAL_BOUND_MB, f"peak RSS {peak} MB, baseline {baseline} MB"
+    assert [r["estimate_name"] for r in document["scores"]] == ["x", "y"]
+    assert all(15 < r["sdr"] < 25 and r["sdri"] > 3 for r in document["scores"]), document["scores"]
