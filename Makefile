@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test lint demo bench clean
+.PHONY: install test test-all lint demo bench clean
 
 install: $(STAMP)
 
@@ -21,6 +21,10 @@ lint: install
 
 test: lint
 	$(BIN)/pytest -q
+
+# Also the slow tests (peak memory of hour-scale streamed runs in subprocesses, a few minutes).
+test-all: lint
+	$(BIN)/pytest -q -m ""
 
 demo: install
 	rm -rf demo_out
