@@ -23,11 +23,12 @@ import json
 import os
 import re
 import shutil
+import signal
 import stat
 import tempfile
 import unicodedata
 import zipfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -99,10 +100,22 @@ def check_writable(path: Path, *, what: str = "output folder") -> None:
     if target is None:
         raise OutputError(f"{what} {path}: {existing.name} is a file, not a folder")
     try:
-        probe = tempfile.mkdtemp(prefix=".demix-probe-", dir=target)
-        os.rmdir(probe)
+        with _signals_held():  # a SIGTERM between the two calls must not leave the probe behind
+            probe = tempfile.mkdtemp(prefix=".demix-probe-", dir=target)
+            os.rmdir(probe)
     except OSError as exc:
         raise environment_error(path, exc) from None
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Hold SIGINT, SIGTERM and SIGHUP for a few system calls; they are delivered right after."""
+    held = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def check_file_target(path: Path, *, force: bool, option: str = "-o/--out") -> None:
