@@ -29,7 +29,7 @@ import scipy.linalg
 from demix.errors import ParameterError
 
 # Private helpers of the v3 implementation, shared rather than duplicated.
-from demix.metrics import MAX_GRAM, REL_FLOOR, block_toeplitz, db_ratio
+from demix.metrics import MAX_GRAM, REL_FLOOR, block_toeplitz, db_ratio, real_array
 
 __all__ = ["METRICS", "V4Scores", "bss_eval_v4"]
 
@@ -401,19 +401,7 @@ def _validate(references: np.ndarray, estimates: np.ndarray) -> tuple[np.ndarray
 
 def _as_images(x: np.ndarray, name: str) -> np.ndarray:
     """Check one array and view it as float64 ``(n_targets, n_channels, n_samples)``."""
-    arr = np.asarray(x)
-    if arr.ndim not in (2, 3):
-        raise ParameterError(
-            f"{name} must be (n_targets, n_channels, n_samples) or (n_targets, n_samples), "
-            f"got shape {arr.shape}"
-        )
-    if arr.size == 0:
-        raise ParameterError(f"{name} is empty (shape {arr.shape})")
-    if not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
-        raise ParameterError(f"{name} must hold real numbers, got dtype {arr.dtype}")
-    arr = np.asarray(arr, dtype=np.float64)
-    if not np.isfinite(arr).all():
-        raise ParameterError(f"{name} contain NaN or infinite values")
+    arr = real_array(x, name, (2, 3), "(n_targets, n_channels, n_samples) or (n_targets, n_samples)")
     return arr[:, np.newaxis, :] if arr.ndim == 2 else arr
 
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from demix.errors import ParameterError
 
-__all__ = ["audible", "choice", "integer", "number", "optional_integer"]
+__all__ = ["audible", "choice", "integer", "number", "optional_integer", "template_fields"]
 
 
 def _is_int(value: object) -> bool:
@@ -105,3 +105,13 @@ def audible(name: str, data: np.ndarray, gain: float, subtype: str) -> None:
             f"is below half a step of {subtype} ({step / 2:.3g})",
             stacklevel=2,
         )
+
+
+def template_fields(option: str, template: str) -> set[str]:
+    """The ``{field}`` names of a naming template, or a :class:`ParameterError` for a malformed one."""
+    import string
+
+    try:
+        return {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+    except ValueError as exc:
+        raise ParameterError(f"{option} {template!r} is not a valid template ({exc})") from None

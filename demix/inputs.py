@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
+from demix import checks
 from demix.audio import AUDIO_EXTENSIONS
 from demix.errors import ParameterError
 from demix.fetch import check_url, looks_like_url, url_stem
@@ -124,12 +125,7 @@ DEFAULT_FOLDER_TEMPLATE = "{input}"
 
 def check_folder_template(template: str) -> None:
     """Refuse a run-folder template with unknown fields, or one that puts every run in one folder."""
-    import string
-
-    try:
-        fields = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
-    except ValueError as exc:
-        raise ParameterError(f"--folder {template!r} is not a valid template ({exc})") from None
+    fields = checks.template_fields("--folder", template)
     if fields - {"input", "index"}:
         raise ParameterError(f"--folder {template!r}: expected the fields {{input}} and {{index}} only")
     if not fields:

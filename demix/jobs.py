@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from demix import audio
+from demix import audio, checks
 from demix.errors import ParameterError
 from demix.outputs import RunFolder
 from demix.post import Scale
@@ -58,33 +58,28 @@ class WriteOptions:
             raise ParameterError("--images writes sources as the microphones heard them; --scale unit cannot")
         if self.ref_channel < 0:
             raise ParameterError(f"--ref-channel must be ≥ 0, got {self.ref_channel}")
-        check_template("--name", self.file_template, per_source=True)
+        check_file_template(self.file_template)
 
     def file_name(self, input_stem: str, source: str, index: int) -> str:
         """The file a source is written to, from :attr:`file_template`."""
         return self.file_template.format(input=input_stem, source=source, index=index, ext=self.fmt)
 
 
-def check_template(option: str, template: str, *, per_source: bool) -> None:
-    """Refuse a naming template with unknown fields, path separators, or one that names every
-    source (``per_source``) the same."""
-    import string
-
-    try:
-        fields = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
-    except ValueError as exc:
-        raise ParameterError(f"{option} {template!r} is not a valid template ({exc})") from None
+def check_file_template(template: str) -> None:
+    """Refuse a ``--name`` template with unknown fields, path separators, or one that names every
+    source the same."""
+    fields = checks.template_fields("--name", template)
     unknown = fields - set(TEMPLATE_FIELDS)
     if unknown:
         known = ", ".join("{" + f + "}" for f in TEMPLATE_FIELDS)
-        raise ParameterError(f"{option} {template!r} uses {sorted(unknown)[0]!r}; expected fields {known}")
-    if per_source and not fields & {"source", "index"}:
+        raise ParameterError(f"--name {template!r} uses {sorted(unknown)[0]!r}; expected fields {known}")
+    if not fields & {"source", "index"}:
         raise ParameterError(
-            f"{option} {template!r} would give every source the same file; use {{source}} or {{index}}"
+            f"--name {template!r} would give every source the same file; use {{source}} or {{index}}"
         )
-    if per_source and ("/" in template or "\\" in template or template.strip(". ") == ""):
+    if "/" in template or "\\" in template or template.strip(". ") == "":
         raise ParameterError(
-            f"{option} {template!r} must name a file inside the run folder (no path separators)"
+            f"--name {template!r} must name a file inside the run folder (no path separators)"
         )
 
 

@@ -680,13 +680,12 @@ def _warn_silent_rows(silent_ref: np.ndarray, silent_est: np.ndarray, *, stackle
         )
 
 
-def _as_sources(x: np.ndarray, name: str) -> np.ndarray:
-    """Check one array and view it as float64 ``(n_sources, n_samples)``."""
+def real_array(x: np.ndarray, name: str, ndims: tuple[int, ...], expected: str) -> np.ndarray:
+    """``x`` as float64 after checking its rank (one of ``ndims``, described by ``expected``),
+    size, type and finiteness; every refusal is a :class:`ParameterError` naming ``name``."""
     arr = np.asarray(x)
-    if arr.ndim not in (1, 2):
-        raise ParameterError(
-            f"{name} must be 1-D (n_samples,) or 2-D (n_sources, n_samples), got shape {arr.shape}"
-        )
+    if arr.ndim not in ndims:
+        raise ParameterError(f"{name} must be {expected}, got shape {arr.shape}")
     if arr.size == 0:
         raise ParameterError(f"{name} is empty (shape {arr.shape})")
     if not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
@@ -694,6 +693,12 @@ def _as_sources(x: np.ndarray, name: str) -> np.ndarray:
     arr = np.asarray(arr, dtype=np.float64)
     if not np.isfinite(arr).all():
         raise ParameterError(f"{name} contains NaN or infinite values")
+    return arr
+
+
+def _as_sources(x: np.ndarray, name: str) -> np.ndarray:
+    """Check one array and view it as float64 ``(n_sources, n_samples)``."""
+    arr = real_array(x, name, (1, 2), "1-D (n_samples,) or 2-D (n_sources, n_samples)")
     return arr[np.newaxis, :] if arr.ndim == 1 else arr
 
 
