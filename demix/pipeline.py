@@ -118,7 +118,7 @@ def manifest_params(job: Job) -> dict[str, Any]:
 def run_job(job: Job, *, callback: Callback | None = None, stream: bool | None = None) -> dict[str, Any]:
     """Load → separate → finish → write + manifest for one job; return the manifest written.
 
-    A method that streams (``MethodSpec.streams``) on an input too long to hold in memory several
+    A method that streams (``MethodSpec.stream``) on an input too long to hold in memory several
     times is fitted and written block by block instead (:mod:`demix.streaming`; the manifest is
     the same, with ``streaming`` added). ``stream`` True or False forces either path.
     """

@@ -28,6 +28,7 @@ from demix.types import Callback, Separation
 __all__ = ["METHODS", "MethodSpec", "method_spec"]
 
 ModelKind = Literal["instantaneous", "none"]
+StreamKind = Literal["statistics", "bases", "segments"]
 Runner = Callable[[np.ndarray, int, Any, Callback | None], Separation]
 
 
@@ -50,10 +51,13 @@ class MethodSpec:
     min_channels : int
         Fewest input channels it can separate (2 for a linear unmixing: one channel gives one
         "source", the input itself); fewer are refused before any work.
-    streams : bool
-        Whether it can fit on statistics accumulated block by block and apply its result block
-        by block (bounded memory on long files): see :mod:`demix.streaming`, which fits and
-        applies them from passes over the file.
+    stream : {"statistics", "bases", "segments"} or None
+        How it separates a long file in bounded memory (None: it holds its input in memory).
+        ``statistics``: one linear model fitted on statistics accumulated block by block and
+        applied block by block (:mod:`demix.streaming`); ``bases``: NMF bases learnt on excerpts,
+        then fixed while each segment's activations are fitted (:mod:`demix.streaming_nmf`);
+        ``segments``: the method runs on overlapping segments, its sources matched across each
+        overlap and cross-faded (:mod:`demix.segmented`).
     """
 
     name: str
@@ -62,7 +66,7 @@ class MethodSpec:
     run: Runner
     model: ModelKind
     min_channels: int = 1
-    streams: bool = False
+    stream: StreamKind | None = None
 
     def separate(self, X: np.ndarray, sample_rate: int, params: Any, callback: Callback | None) -> Separation:
         """Run the method on ``X`` with ``params`` (an instance of :attr:`params`)."""
@@ -81,10 +85,20 @@ METHODS: dict[str, MethodSpec] = {
             fastica.separate,
             "instantaneous",
             min_channels=2,
-            streams=True,
+            stream="statistics",
         ),
-        MethodSpec("picard", "ica", picard.PicardParams, picard.separate, "instantaneous", min_channels=2),
-        MethodSpec("jade", "ica", jade.JadeParams, jade.separate, "instantaneous", min_channels=2),
+        MethodSpec(
+            "picard",
+            "ica",
+            picard.PicardParams,
+            picard.separate,
+            "instantaneous",
+            min_channels=2,
+            stream="statistics",
+        ),
+        MethodSpec(
+            "jade", "ica", jade.JadeParams, jade.separate, "instantaneous", min_channels=2, stream="statistics"
+        ),
         MethodSpec(
             "decorr",
             "decorr",
@@ -92,9 +106,9 @@ METHODS: dict[str, MethodSpec] = {
             sobi.separate,
             "instantaneous",
             min_channels=2,
-            streams=True,
+            stream="statistics",
         ),
-        MethodSpec("nmf", "nmf", nmf_separate.NMFParams, nmf_separate.separate, "none", streams=True),
+        MethodSpec("nmf", "nmf", nmf_separate.NMFParams, nmf_separate.separate, "none", stream="bases"),
         MethodSpec("nmf-supervised", "nmf", SupervisedParams, separate_supervised, "none"),
         MethodSpec("duet", "duet", duet.DuetParams, duet.separate, "none", min_channels=2),
         MethodSpec("repet", "repet", repet.RepetParams, repet.separate, "none"),

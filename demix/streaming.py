@@ -27,7 +27,7 @@ of the signal's length is ever needed at once:
 The model-fit check runs on the same excerpt (six 10-second blocks spread over the recording) as
 in memory, read from disk. Memory is the blocks plus the model-fit excerpt, whatever the length.
 
-``run_job`` takes this path when the method streams (``MethodSpec.streams``) and the float64
+``run_job`` takes this path when the method streams (``MethodSpec.stream``) and the float64
 signal times :data:`IN_MEMORY_COPIES` would exceed the memory bound (default
 :data:`DEFAULT_MAX_MEMORY_MB`): below that, memory is not the problem and the in-memory path
 (one read instead of three to five passes) is faster.
@@ -504,7 +504,7 @@ def plan_stream(spec: MethodSpec, job: Job) -> Plan | None:
     channels, frames = input_shape(job.source, options.sample_rate, options.start, options.duration)
     copies = IN_MEMORY_COPIES if spec.model == "instantaneous" else IN_MEMORY_COPIES_MASKING
     need = frames * channels * 8 * copies
-    if not spec.streams:
+    if spec.stream is None:
         _check_fits_in_memory(spec, need, frames, options)
         return None
     if need <= options.max_memory_mb * 2**20:
@@ -539,7 +539,7 @@ def choose_plan(spec: MethodSpec, job: Job, stream: bool | None) -> Plan | None:
         return plan_stream(spec, job)
     if not stream:
         return None
-    if not spec.streams:
+    if spec.stream is None:
         raise ParameterError(f"method {spec.name} does not stream; it separates in memory")
     channels, _ = input_shape(job.source, job.options.sample_rate, job.options.start, job.options.duration)
     return make_plan(max(channels, 1), job.options.max_memory_mb)
@@ -556,10 +556,14 @@ def run_streamed(
     """``run_job`` for a streaming method: the same manifest, with ``streaming`` added."""
     from demix import pipeline
 
-    if spec.model == "none":
+    if spec.stream == "bases":
         from demix.streaming_nmf import run_nmf_streamed
 
         return run_nmf_streamed(job, spec, plan, callback=callback)
+    if spec.stream == "segments":
+        from demix.segmented import run_segmented
+
+        return run_segmented(job, spec, plan, callback=callback)
 
     options = job.options
     timings: dict[str, float] = {}
