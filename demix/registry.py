@@ -97,7 +97,13 @@ METHODS: dict[str, MethodSpec] = {
             stream="statistics",
         ),
         MethodSpec(
-            "jade", "ica", jade.JadeParams, jade.separate, "instantaneous", min_channels=2, stream="statistics"
+            "jade",
+            "ica",
+            jade.JadeParams,
+            jade.separate,
+            "instantaneous",
+            min_channels=2,
+            stream="statistics",
         ),
         MethodSpec(
             "decorr",
