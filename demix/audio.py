@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import soundfile as sf
 
 from demix.errors import AudioError, DemixError, ParameterError
 from demix.types import Signal
+
+if TYPE_CHECKING:
+    from demix.ffmpeg import Ffmpeg
 
 AUDIO_EXTENSIONS = frozenset(
     {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".m4a", ".webm", ".wv"}
@@ -104,13 +108,10 @@ def _read_with_ffmpeg(path: Path, start: float, duration: float | None) -> tuple
     """Decode with ffmpeg into a float32 WAV in a private temporary folder, then read that."""
     import tempfile
 
-    from demix.ffmpeg import Conversion, convert, find_ffmpeg
+    from demix.ffmpeg import Conversion, convert
 
     end = None if duration is None else start + duration
-    try:
-        ffmpeg = find_ffmpeg()
-    except DemixError:
-        raise AudioError(f"{path}: not a format soundfile reads, and no ffmpeg to decode it") from None
+    ffmpeg = _ffmpeg_for(path)
     with tempfile.TemporaryDirectory(prefix="demix-decode-") as work:
         wav = Path(work) / "decoded.wav"
         section = Conversion(start=start or None, end=end)
@@ -125,6 +126,16 @@ def _read_with_ffmpeg(path: Path, start: float, duration: float | None) -> tuple
             f"{start + data.shape[1] / rate:.3f} s"
         )
     return data, int(rate)
+
+
+def _ffmpeg_for(path: Path) -> Ffmpeg:
+    """The ffmpeg that decodes what soundfile cannot, or an :class:`AudioError` naming ``path``."""
+    from demix.ffmpeg import find_ffmpeg
+
+    try:
+        return find_ffmpeg()
+    except DemixError:
+        raise AudioError(f"{path}: not a format soundfile reads, and no ffmpeg to decode it") from None
 
 
 def resample(data: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
@@ -200,6 +211,25 @@ def probe(path: str | Path) -> tuple[int, int, int]:
     except (sf.LibsndfileError, RuntimeError) as exc:
         raise AudioError(f"{path}: not a readable audio file ({exc})") from None
     return int(info.samplerate), int(info.channels), int(info.frames)
+
+
+def probe_any(path: str | Path) -> tuple[int, int, int]:
+    """Sample rate, channels and frames of any file :func:`read_audio` reads, without decoding it.
+
+    soundfile's header first; for the files only ffmpeg decodes (m4a/AAC, opus in webm, video),
+    what ``ffmpeg -i`` prints (:func:`demix.ffmpeg.probe`): the frames are then the container's
+    duration × rate, within about 10 ms plus the codec's priming and padding of the frames
+    :func:`read_audio` returns.
+    """
+    from demix import ffmpeg
+
+    try:
+        return probe(path)
+    except AudioError:
+        path = Path(path)
+        if not path.is_file():
+            raise AudioError(f"{path}: no such file") from None
+        return ffmpeg.probe(_ffmpeg_for(path), path, str(path), error=AudioError)
 
 
 def sha256(path: str | Path) -> str:
