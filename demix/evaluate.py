@@ -41,7 +41,7 @@ from typing import Any, Literal
 import numpy as np
 import soundfile as sf
 
-from demix import __version__, audio, metrics, streaming
+from demix import __version__, audio, checks, metrics, streaming
 from demix.bss_eval_v4 import bss_eval_v4
 from demix.errors import AudioError, OutputError, ParameterError
 from demix.inputs import expand_inputs
@@ -172,6 +172,7 @@ class Evaluation:
     channels: int | None = None
     window_s: float | None = None
     hop_s: float | None = None
+    max_memory_mb: float = MAX_MEMORY_MB
     notes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -188,6 +189,7 @@ class Evaluation:
             "channels": self.channels,
             "window_s": self.window_s,
             "hop_s": self.hop_s,
+            "max_memory_mb": self.max_memory_mb,
             "ceiling_db": CEILING_DB,
             "matching": self.matching,
             "references": [item.describe() for item in self.references],
@@ -431,8 +433,12 @@ def evaluate(
         v3 on whole signals reads the files block by block when the signals' float64 copies
         (:data:`IN_MEMORY_COPIES`) would exceed it (default :data:`MAX_MEMORY_MB`): the same
         scores, in memory bounded by the blocks. v4 and framewise v3 hold the signals in memory
-        and refuse, with the numbers, signals this machine's memory cannot hold.
+        and refuse, with the numbers, signals this machine's memory cannot hold. Recorded in the
+        scores as ``max_memory_mb``.
     """
+    bound_mb = checks.number(
+        "--max-memory", MAX_MEMORY_MB if max_memory_mb is None else max_memory_mb, low=0, low_open=True
+    )
     if reference.sample_rate != estimate.sample_rate:
         raise ParameterError(
             f"sample rates differ: references at {reference.sample_rate} Hz, "
@@ -447,14 +453,14 @@ def evaluate(
     pairs = _pairs_by_name(reference.items, estimate.items, notes)
     items = [*reference.items, *estimate.items, *([] if mixture is None else [mixture])]
     need = 8 * sum(item.shape[0] * item.shape[1] for item in items) * IN_MEMORY_COPIES[mode]
-    bound = (MAX_MEMORY_MB if max_memory_mb is None else max_memory_mb) * 2**20
+    bound = bound_mb * 2**20
     scorer: Callable[..., _Result]
     if mode == "v3" and window_s is None and need > bound:
         notes.append(
             f"scored block by block: the signals would take about {streaming._size(need)} in memory, "
             f"more than {streaming._size(bound)}"
         )
-        scorer = functools.partial(_score_v3_streamed, max_memory_mb=bound / 2**20)
+        scorer = functools.partial(_score_v3_streamed, max_memory_mb=bound_mb)
     else:
         _check_fits_in_memory(need, mode, window_s)
         scorer = _score_v3 if mode == "v3" else _score_v4
@@ -481,6 +487,7 @@ def evaluate(
         channels=result.channels,
         window_s=result.window_s,
         hop_s=result.hop_s,
+        max_memory_mb=bound_mb,
         notes=notes,
     )
 

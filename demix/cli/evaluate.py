@@ -12,6 +12,7 @@ from rich.table import Table
 
 from demix.cli import options as opt
 from demix.cli.console import Reporter, handle_errors
+from demix.jobs import DEFAULT_MAX_MEMORY_MB
 
 V3_METRICS = ["sdr", "sir", "sar", "si_sdr"]
 V4_METRICS = ["sdr", "isr", "sir", "sar"]
@@ -79,6 +80,15 @@ def evaluate(
         typer.Option("--scores", help="Write the scores here [default: scores.json beside the estimates]."),
     ] = None,
     no_scores: Annotated[bool, typer.Option("--no-scores", help="Do not write a scores file.")] = False,
+    max_memory: Annotated[
+        float,
+        typer.Option(
+            "--max-memory",
+            min=50,
+            help="MB the signals may take in memory before v3 on whole signals reads the files block by "
+            "block; v4 and --window hold them whole.",
+        ),
+    ] = DEFAULT_MAX_MEMORY_MB,
     json: opt.Json = False,
     quiet: opt.Quiet = False,
     verbose: opt.Verbose = False,
@@ -117,6 +127,7 @@ def evaluate(
         window_s=window,
         hop_s=hop,
         section=section,
+        max_memory_mb=max_memory,
     ).as_dict()
     result["scores_file"] = None if path is None else str(path)
     if path is not None:
