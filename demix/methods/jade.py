@@ -19,7 +19,9 @@ Cost. The cumulants are read from the moment matrix ``\hat E\{p p^T\}`` of the `
 products ``p = (z_p z_q)_{p \le q}``, built block by block in float32 products accumulated in
 float64: ``O(n^4 T)`` time and ``O(n^4)`` memory, and the joint diagonalisation of ``n(n+1)/2``
 matrices costs ``O(n^5)`` per sweep. Hence :data:`MAX_SOURCES` = 16 (136 matrices of 16 x 16,
-~10 s per minute of 16 kHz audio on one core); beyond that, use Picard.
+~10 s per minute of 16 kHz audio on one core); beyond that, use Picard. Being a mean over samples,
+the moment matrix of a recording too long for memory is accumulated over whitened blocks read from
+disk in one pass (:mod:`demix.streaming`), and :func:`fit` diagonalises it as in memory.
 
 References
 ----------
@@ -40,12 +42,14 @@ import numpy as np
 
 from demix import checks
 from demix.errors import ConvergenceWarning, ParameterError
+from demix.methods.fastica import Whitened, _blocks_of
 from demix.methods.jointdiag import joint_diagonalise
 from demix.methods.n_sources import SourcesSpec, check_spec, whiten_sources
 from demix.methods.picard import ICAResult, finish, one_blas_thread, to_separation
+from demix.methods.whitening import Whitening
 from demix.types import Callback, Separation
 
-__all__ = ["MAX_SOURCES", "JadeParams", "cumulant_matrices", "jade", "separate"]
+__all__ = ["MAX_SOURCES", "JadeParams", "cumulant_matrices", "fit", "jade", "separate"]
 
 #: Most sources JADE separates (its cumulant set grows as n^4; see the module docstring).
 MAX_SOURCES = 16
@@ -136,14 +140,27 @@ def jade(
     arr = np.asarray(X)
     if n_sources is None and arr.ndim == 2 and arr.shape[0] > MAX_SOURCES:
         _refuse(arr.shape[0])
+    white = whiten_sources(X, n_sources)
+    return fit(white, cumulant_matrices(white.whitened), white.whitened.shape[1], max_iter, tol, callback)
+
+
+def fit(
+    white: Whitening,
+    C: np.ndarray,
+    n_samples: int,
+    max_iter: int = 100,
+    tol: float | None = None,
+    callback: Callback | None = None,
+) -> ICAResult:
+    """JADE from the cumulant matrices ``C`` (:func:`cumulant_matrices`) of ``n_samples`` whitened
+    samples: the rotation that jointly diagonalises them (Cardoso & Souloumiac 1993).
+
+    The data enter only through ``C``, a mean over samples, so the cumulants of a recording
+    accumulated block by block from disk (:mod:`demix.streaming`) give the in-memory fit. The
+    sources are ``white.whitened`` unmixed (none, ``(n, 0)``, when the whitening holds no data).
+    """
+    angle_tol = 0.01 / math.sqrt(n_samples) if tol is None else float(tol)
     with one_blas_thread():
-        white = whiten_sources(X, n_sources)
-        Z = white.whitened
-        n, T = Z.shape
-        if n > MAX_SOURCES:
-            _refuse(n)
-        angle_tol = 0.01 / math.sqrt(T) if tol is None else float(tol)
-        C = cumulant_matrices(Z)
         before = _off_diagonal(C)
         # A copy in C order: joint_diagonalise rotates a transposed view of its argument in place
         # when that view happens to be contiguous.
@@ -156,7 +173,7 @@ def jade(
             f"JADE did not converge: the largest Jacobi angle was {angle:.3g} rad after {sweeps} "
             f"sweeps, above tol={angle_tol:.3g}; raise --max-iter or --tol",
             ConvergenceWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
     diagnostics: dict[str, Any] = {
         "rank": white.rank,
@@ -181,24 +198,29 @@ def _refuse(n: int) -> None:
     )
 
 
-def cumulant_matrices(Z: np.ndarray) -> np.ndarray:
-    """The ``n(n+1)/2`` fourth-order cumulant matrices ``Q_z(M)`` of whitened ``Z`` (n, T).
+def cumulant_matrices(Z: Whitened) -> np.ndarray:
+    """The ``n(n+1)/2`` fourth-order cumulant matrices ``Q_z(M)`` of whitened ``Z`` (n, T), an
+    array or a :class:`~demix.methods.fastica.BlockSource` (one pass over its blocks).
 
     Returns an array ``(n(n+1)/2, n, n)`` of symmetric matrices, for ``M = e_p e_p^T`` then
-    ``(e_p e_q^T + e_q e_p^T)/\\sqrt 2`` in the order of ``np.triu_indices(n)``.
+    ``(e_p e_q^T + e_q e_p^T)/\\sqrt 2`` in the order of ``np.triu_indices(n)``. Refuses more than
+    :data:`MAX_SOURCES` rows.
     """
     n, T = Z.shape
+    if n > MAX_SOURCES:
+        _refuse(n)
     iu, ju = np.triu_indices(n)
     n_pairs = len(iu)
     moments = np.zeros((n_pairs, n_pairs))
     size = max(64, _BLOCK_VALUES // n_pairs)
     P = np.empty((n_pairs, min(T, size)), dtype=np.float32)
-    for a in range(0, T, size):
-        zb = Z[:, a : a + size].astype(np.float32)
-        k = zb.shape[1]
-        Pb = P[:, :k]
-        np.multiply(zb[iu], zb[ju], out=Pb)
-        moments += (Pb @ Pb.T).astype(np.float64)
+    with one_blas_thread():
+        for block in _blocks_of(Z, size):
+            zb = block.astype(np.float32, copy=False)
+            k = zb.shape[1]
+            Pb = P[:, :k]
+            np.multiply(zb[iu], zb[ju], out=Pb)
+            moments += (Pb @ Pb.T).astype(np.float64)
     moments /= T
     # E{z_p z_q z_k z_l} for every (p, q) pair and every (k, l), symmetric in k and l.
     pair = np.empty((n, n), dtype=np.intp)

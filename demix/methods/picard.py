@@ -44,10 +44,11 @@ How it is fast (a float64 L-BFGS around float32 point-wise work):
   decrease of a step near convergence; a step whose loss change is within that noise is judged by
   the trapezoidal estimate ``α(φ'(0) + φ'(α))/2`` of the change along the line, from exact-enough
   gradients;
-* on long signals the iteration first runs on a stratified subsample of :data:`_WARM_SAMPLES`
-  samples and then continues on the full data, keeping its L-BFGS memory; only an iteration on the
-  full data can satisfy the stopping rule, so the result is a stationary point of the full-data
-  likelihood to ``tol``;
+* on long signals the iteration first runs on FastICA's stratified subsample of 65 536 samples
+  (:func:`demix.methods.fastica.warm_indices`) and then continues on the full data, keeping its
+  L-BFGS memory; only an iteration on the full data can satisfy the stopping rule, so the result is
+  a stationary point of the full-data likelihood to ``tol``. The full data may be an array or
+  blocks read from disk pass by pass (:func:`fit`, :mod:`demix.streaming`);
 * the orthogonal mode starts with :data:`FASTICA_STEPS` symmetric FastICA steps, which reach the
   basin of a solution in fewer passes than L-BFGS from a random rotation.
 
@@ -75,6 +76,7 @@ from scipy import linalg
 
 from demix import checks
 from demix.errors import ConvergenceWarning, ParameterError
+from demix.methods.fastica import Whitened, _blocks_of, warm_indices
 from demix.methods.whitening import Whitening, column_signs
 from demix.types import Callback, Instantaneous, IterInfo, Separation
 
@@ -84,6 +86,7 @@ __all__ = [
     "PicardParams",
     "choose_ortho",
     "finish",
+    "fit",
     "picard",
     "separate",
     "to_separation",
@@ -91,12 +94,10 @@ __all__ = [
 
 #: float64 values of whitened data per block of a pass (256 KiB).
 _BLOCK_VALUES = 1 << 15
-#: Samples of the warm-start subsample, used when the signal is at least _WARM_MIN_RATIO times
-#: longer. Its optimum lies within ~1/sqrt(65 536) of the full-data one, so the full data only
-#: polish (measured: 2-5 full passes instead of 20-40).
-_WARM_SAMPLES = 1 << 16
-_WARM_MIN_RATIO = 8
 #: The subsample phase stops at this gradient norm: its own optimum is ~4e-3 from the full-data one.
+#: (The subsample is FastICA's, :func:`demix.methods.fastica.warm_indices`: 65 536 samples, used
+#: when the signal is at least 8 times longer; the full data then only polish, measured 2-5 full
+#: passes instead of 20-40.)
 _WARM_TOL = 1e-4
 _LOG2 = math.log(2.0)
 _EPS32 = float(np.finfo(np.float32).eps)
@@ -217,11 +218,12 @@ def finish(white: Whitening, W: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.
     """Fold a whitened-domain unmixing ``W`` (n, n) back: unmixing, mixing, sources.
 
     Rows are scaled to unit-variance sources and signs fixed so that each mixing column's largest
-    entry is positive; ``A = K^+ W^{-1}`` so ``U A = I`` even when ``W`` is not orthogonal.
+    entry is positive; ``A = K^+ W^{-1}`` so ``U A = I`` even when ``W`` is not orthogonal. The
+    variances come from the mixture's covariance, so a whitening without its whitened data (a
+    recording streamed from disk, :mod:`demix.streaming`) gives the same unmixing and no sources.
     """
     Z = white.whitened
-    T = Z.shape[1]
-    scale = np.sqrt(np.einsum("ij,jk,ik->i", W, Z @ Z.T / T, W))
+    scale = np.sqrt(np.einsum("ij,jk,ik->i", W, _whitened_covariance(white), W))
     scale[scale == 0] = 1.0
     Ws = W / scale[:, None]
     A = white.dewhitening @ np.linalg.inv(Ws)
@@ -229,6 +231,11 @@ def finish(white: Whitening, W: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.
     A *= signs
     Ws *= signs[:, None]
     return Ws @ white.whitening, A, Ws @ Z
+
+
+def _whitened_covariance(white: Whitening) -> np.ndarray:
+    """``K C K^T``: the covariance of the whitened data (identity up to round-off)."""
+    return white.whitening @ white.covariance @ white.whitening.T
 
 
 def picard(
@@ -314,20 +321,52 @@ def picard(
         ortho = choose_ortho(arr.shape[-1] if arr.ndim else 0, sample_rate)
     elif not isinstance(ortho, (bool, np.bool_)):
         raise ParameterError(f"--ortho {ortho!r} is invalid; expected True, False or auto")
-    ortho = bool(ortho)
+    white = whiten_sources(X, n_sources)
+    Z = white.whitened
+    rng = np.random.default_rng(seed)
+    idx = warm_indices(Z.shape[1], rng)
+    warm = None if idx is None else np.ascontiguousarray(Z[:, idx])
+    return fit(
+        white, Z, warm, rng, ortho=bool(ortho), extended=extended, max_iter=max_iter, tol=tol,
+        m=m, lambda_min=lambda_min, ls_tries=ls_tries, callback=callback,
+    )  # fmt: skip
+
+
+def fit(
+    white: Whitening,
+    Z: Whitened,
+    warm: np.ndarray | None,
+    rng: np.random.Generator,
+    *,
+    ortho: bool,
+    extended: bool = True,
+    max_iter: int = 500,
+    tol: float = 1e-7,
+    m: int = 7,
+    lambda_min: float = 0.01,
+    ls_tries: int = 10,
+    callback: Callback | None = None,
+) -> ICAResult:
+    """Picard on whitened data ``Z``: an array, or a :class:`~demix.methods.fastica.BlockSource`
+    read pass by pass from disk (Ablin, Cardoso & Gramfort 2018).
+
+    ``warm`` is the warm-start subsample (``Z`` at :func:`~demix.methods.fastica.warm_indices`,
+    or None) and ``rng`` the generator those indices were drawn from, which then draws the
+    initial rotation; the other parameters are :func:`picard`'s. Every likelihood evaluation on
+    the full data is one pass over ``Z``, and only such a pass can meet the stopping rule: on disk
+    as in memory, the result is a stationary point of the full-data likelihood to ``tol``. The
+    sources are ``white.whitened`` unmixed (none, ``(n, 0)``, when the whitening holds no data).
+    """
+    solver = _Solver(ortho, extended, m, lambda_min, ls_tries, callback, max_iter)
+    data = _Data(Z, _whitened_covariance(white))
     with one_blas_thread():
-        white = whiten_sources(X, n_sources)
-        Z = white.whitened
-        rng = np.random.default_rng(seed)
         W = _random_rotation(rng, Z.shape[0])
-        solver = _Solver(ortho, extended, m, lambda_min, ls_tries, callback, max_iter)
-        warm = _warm_subsample(Z, rng)
         if ortho:
-            W = fastica_steps(W, _Data.of(Z if warm is None else warm), FASTICA_STEPS)
+            W = fastica_steps(W, data if warm is None else _Data.of(warm), FASTICA_STEPS)
         if warm is not None:
-            W = solver.run(warm, W, max(tol, _WARM_TOL))
+            W = solver.run(_Data.of(warm), W, max(tol, _WARM_TOL))
         n_warm = solver.n_iter
-        W = solver.run(Z, W, tol)
+        W = solver.run(data, W, tol)
         U, A, S = finish(white, W)
     if not solver.converged:
         warnings.warn(
@@ -335,7 +374,7 @@ def picard(
             f"norm was {solver.gradient_norm:.3g} after {solver.n_iter} iterations, above "
             f"tol={tol:g}; raise --max-iter or --tol",
             ConvergenceWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
     facts = tuple({"density": "super" if s > 0 else "sub"} for s in solver.signs)
     diagnostics: dict[str, Any] = {
@@ -422,16 +461,6 @@ def _random_rotation(rng: np.random.Generator, n: int) -> np.ndarray:
     return Q * np.sign(np.diag(R))
 
 
-def _warm_subsample(Z: np.ndarray, rng: np.random.Generator) -> np.ndarray | None:
-    """One random sample in each of :data:`_WARM_SAMPLES` equal strides (no aliasing of periodic
-    sources), or None when the signal is too short for a subsample to pay."""
-    stride = Z.shape[1] // _WARM_SAMPLES
-    if stride < _WARM_MIN_RATIO:
-        return None
-    idx = np.arange(_WARM_SAMPLES) * stride + rng.integers(0, stride, _WARM_SAMPLES)
-    return np.ascontiguousarray(Z[:, idx])
-
-
 # --- one pass over the data ------------------------------------------------------------------
 
 
@@ -446,9 +475,10 @@ class _Stats(NamedTuple):
 
 
 class _Data(NamedTuple):
-    """Whitened samples and their covariance (identity up to round-off)."""
+    """Whitened samples (an array or a block source) and their covariance (identity up to
+    round-off for the full data)."""
 
-    Z: np.ndarray
+    Z: Whitened
     cov: np.ndarray  # Z Z^T / T
 
     @classmethod
@@ -474,8 +504,7 @@ def _statistics(W: np.ndarray, data: _Data, diagonal: bool) -> _Stats:
     tsq = np.zeros(n)
     tysq = np.zeros(n)
     tz = np.zeros((n, n))
-    for a in range(0, T, size):
-        zb = Z[:, a : a + size]
+    for zb in _blocks_of(Z, size):
         k = zb.shape[1]
         yb, tb, ab, b64 = y32[:, :k], t32[:, :k], a32[:, :k], buf64[:, :k]
         # y in float64, then rounded sample by sample: rounding W itself to float32 would bias
@@ -657,9 +686,8 @@ class _Solver:
             alpha /= 2
         return None
 
-    def run(self, Z: np.ndarray, W: np.ndarray, tol: float) -> np.ndarray:
-        """Iterate on ``Z`` from ``W`` until the gradient norm is below ``tol`` or ``max_iter``."""
-        data = _Data.of(Z)
+    def run(self, data: _Data, W: np.ndarray, tol: float) -> np.ndarray:
+        """Iterate on ``data`` from ``W`` until the gradient norm is below ``tol`` or ``max_iter``."""
         stats = _statistics(W, data, not self.ortho)
         self._choose_signs(stats)
         pt = self._point(W, data, stats)
