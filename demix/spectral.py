@@ -15,10 +15,33 @@ to the mixture, because the inverse STFT is linear.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol
 
 import numpy as np
 
-__all__ = ["apply_masks", "istft", "magnitude", "n_frames", "soft_masks", "stft"]
+__all__ = [
+    "Readable",
+    "apply_masks",
+    "istft",
+    "magnitude",
+    "n_frames",
+    "overlap_add_section",
+    "soft_masks",
+    "stft",
+    "stft_frames",
+]
+
+
+class Readable(Protocol):
+    """A recording read from disk a section at a time (:class:`demix.streaming.Recording`)."""
+
+    @property
+    def frames(self) -> int: ...
+
+    @property
+    def channels(self) -> int: ...
+
+    def read(self, start: int, count: int) -> np.ndarray: ...
 
 
 def stft(x: np.ndarray, n_fft: int, hop: int) -> np.ndarray:
@@ -33,6 +56,33 @@ def istft(S: np.ndarray, n_fft: int, hop: int, length: int) -> np.ndarray:
     import librosa
 
     return np.asarray(librosa.istft(S, hop_length=hop, n_fft=n_fft, length=length))
+
+
+def stft_frames(recording: Readable, f0: int, f1: int, n_fft: int, hop: int) -> np.ndarray:
+    """Frames ``f0 … f1 - 1`` of the recording's :func:`stft` ``(C, F, f1 - f0)``, read from disk.
+
+    Only the samples those frames cover are read; the zeros :func:`stft` pads the signal's ends
+    with are added where the frames reach beyond them, so the frames equal the whole STFT's.
+    """
+    import librosa
+
+    first = f0 * hop - n_fft // 2
+    stop = (f1 - 1) * hop - n_fft // 2 + n_fft  # the last frame's last sample, plus one
+    lo, hi = max(first, 0), min(stop, recording.frames)
+    x = np.zeros((recording.channels, stop - first))
+    if hi > lo:
+        x[:, lo - first : hi - first] = recording.read(lo, hi - lo)
+    return np.asarray(librosa.stft(x, n_fft=n_fft, hop_length=hop, center=False))
+
+
+def overlap_add_section(S: np.ndarray, f0: int, a: int, b: int, n_fft: int, hop: int) -> np.ndarray:
+    """Samples ``a … b`` of the inverse :func:`stft` of frames ``f0 …`` of a recording; every frame
+    overlapping those samples must be in ``S``, so they equal the whole inverse's."""
+    import librosa
+
+    y = np.asarray(librosa.istft(S, hop_length=hop, n_fft=n_fft, center=False))
+    first = f0 * hop - n_fft // 2
+    return y[..., a - first : b - first]
 
 
 def n_frames(n_samples: int, hop: int) -> int:

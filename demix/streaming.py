@@ -53,7 +53,7 @@ The model-fit check runs on the same excerpt (six 10-second blocks spread over t
 in memory, read from disk. Memory is the blocks plus the model-fit excerpt, whatever the length.
 
 ``run_job`` takes this path when the method streams (``MethodSpec.stream``) and the float64
-signal times :data:`IN_MEMORY_COPIES` would exceed the memory bound (default
+signal times the method's in-memory copies (``MethodSpec.copies``) would exceed the memory bound (default
 :data:`DEFAULT_MAX_MEMORY_MB`): below that, memory is not the problem and the in-memory path
 (one read instead of three to five passes) is faster.
 """
@@ -101,14 +101,6 @@ __all__ = [
     "statistics",
 ]
 
-#: Memory (MiB) the arrays of one run may take by default: the in-memory path is used while the
-#: float64 signal times :data:`IN_MEMORY_COPIES` stays below it, the streaming path beyond.
-#: Copies of the float64 signal the in-memory path of a linear method holds at its peak
-#: (input, whitened float32 = half a copy, sources, images, written copy; measured ~5, issue 15).
-IN_MEMORY_COPIES = 6
-#: The same for ``nmf`` (STFT, magnitude, model, masks and masked STFT per source: 7.8 GB for ten
-#: minutes of stereo at 44.1 kHz, 18 copies; issue 15).
-IN_MEMORY_COPIES_MASKING = 18
 #: Largest and smallest block (samples per channel) of a pass: 2^18 is 6 s at 44.1 kHz, large
 #: enough that a pass is bound by reading, small enough that 8 channels of images stay ~100 MB.
 MAX_BLOCK, MIN_BLOCK = 1 << 18, 1 << 12
@@ -229,7 +221,7 @@ def input_shape(
     """Channels and frames the input will have once read (from its header; 0 frames if unknown)."""
     path, _ = _local_path(item)
     try:
-        rate, channels, frames = audio.probe(path)
+        rate, channels, frames = audio.probe_any(path)
     except DemixError:
         return 0, 0
     frames = round(duration * rate) if duration is not None else max(frames - round(start * rate), 0)
@@ -553,7 +545,7 @@ class _Moments:
         return [float(k) if np.isfinite(k) else 0.0 for k in kurt]
 
 
-def _stage_all(run: RunFolder, names: Sequence[str], write: Callable[[list[Path]], None]) -> None:
+def stage_all(run: RunFolder, names: Sequence[str], write: Callable[[list[Path]], None]) -> None:
     """Stage every file of ``names`` at once: ``write(paths)`` writes them all in one pass.
 
     :meth:`RunFolder.stage` calls its writer at once with the staged path; nesting the calls gives
@@ -569,7 +561,7 @@ def _stage_all(run: RunFolder, names: Sequence[str], write: Callable[[list[Path]
     nest(0, [])
 
 
-def _open_writer(path: Path, channels: int, rate: int, options: WriteOptions) -> sf.SoundFile:
+def open_writer(path: Path, channels: int, rate: int, options: WriteOptions) -> sf.SoundFile:
     if options.fmt in audio.LOSSY:
         container, codec = audio.LOSSY[options.fmt]
         level = None if options.quality is None else 1.0 - options.quality
@@ -589,8 +581,7 @@ def plan_stream(spec: MethodSpec, job: Job) -> Plan | None:
     """
     options = job.options
     channels, frames = input_shape(job.source, options.sample_rate, options.start, options.duration)
-    copies = IN_MEMORY_COPIES if spec.model == "instantaneous" else IN_MEMORY_COPIES_MASKING
-    need = frames * channels * 8 * copies
+    need = frames * channels * 8 * spec.copies
     if spec.stream is None:
         _check_fits_in_memory(spec, need, frames, options)
         return None
@@ -599,7 +590,7 @@ def plan_stream(spec: MethodSpec, job: Job) -> Plan | None:
     return make_plan(channels, options.max_memory_mb)
 
 
-def _check_fits_in_memory(spec: MethodSpec, need: int, frames: int, options: WriteOptions) -> None:
+def _check_fits_in_memory(spec: MethodSpec, need: float, frames: int, options: WriteOptions) -> None:
     """Refuse an input a non-streaming method would need more than the machine's memory for."""
     try:
         total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
@@ -742,7 +733,7 @@ def run_streamed(
             passes()
             scaled = gain * unmixing
             channels = recording.channels if images else 1
-            handles = [_open_writer(p, channels, rate, options) for p in paths]
+            handles = [open_writer(p, channels, rate, options) for p in paths]
             check_clip = options.subtype != "FLOAT" or options.fmt in audio.LOSSY
             try:
                 for xb in recording.blocks(block):
@@ -757,7 +748,7 @@ def run_streamed(
                     handle.close()
 
         with RunFolder(job.folder) as run:
-            _stage_all(run, files, write)
+            stage_all(run, files, write)
             timings["write_s"] = time.perf_counter() - tic
             manifest.update(
                 outputs=outputs,

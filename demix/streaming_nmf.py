@@ -17,14 +17,13 @@ peak, 7.8 GB for ten minutes of stereo). Here:
    inverse STFT (overlap-add, window-square normalisation) is kept only on the segment's own
    samples, where every overlapping frame is present — so a segment's samples are those the
    global inverse STFT gives for the same masks, with no seam at the segment edges.
-3. **Gain.** The masked sources are staged block by block in float32 files in a temporary folder
+3. **Gain.** The masked sources go to float32 scratch files (:class:`~demix.scratch.ScratchSources`)
    while their peak, RMS and kurtosis accumulate; the run gain follows, and a last pass copies
    them into the run folder scaled by it: one gain, never a clip.
 """
 
 from __future__ import annotations
 
-import math
 import tempfile
 import time
 import warnings
@@ -32,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import soundfile as sf
 
 from demix.errors import ParameterError
 from demix.inputs import input_stem
@@ -44,7 +42,8 @@ from demix.methods.nmf_separate import MASK_POWER, NMFParams, _divergence_record
 from demix.outputs import RunFolder
 from demix.post import run_gain
 from demix.registry import MethodSpec
-from demix.spectral import magnitude, soft_masks
+from demix.scratch import ScratchSources
+from demix.spectral import magnitude, overlap_add_section, soft_masks, stft_frames
 from demix.types import Callback
 
 __all__ = ["FIT_CHUNKS", "FIT_SECONDS", "SEGMENT_FRAMES", "run_nmf_streamed"]
@@ -74,7 +73,7 @@ def fit_bases(
         last = min((a + length) // hop + 1, total_frames)
         for f0 in range(a // hop, last, SEGMENT_FRAMES):
             f1 = min(f0 + SEGMENT_FRAMES, last)
-            pieces.append(magnitude(_segment_frames(recording, f0, f1, params.n_fft, hop)))
+            pieces.append(magnitude(stft_frames(recording, f0, f1, params.n_fft, hop)))
     V = np.concatenate(pieces, axis=1)
     del pieces
     res = beta_nmf(
@@ -93,28 +92,6 @@ def fit_bases(
     )
     record = {"excerpt_s": len(starts) * length / rate, "excerpts": len(starts), "frames": int(V.shape[1])}
     return res, grouping, record
-
-
-def _segment_frames(recording: Any, f0: int, f1: int, n_fft: int, hop: int) -> np.ndarray:
-    """Frames ``f0 … f1 - 1`` of the global centred STFT ``(C, F, f1 - f0)``, from disk."""
-    import librosa
-
-    first = f0 * hop - n_fft // 2
-    stop = (f1 - 1) * hop - n_fft // 2 + n_fft  # the last frame's last sample, plus one
-    lo, hi = max(first, 0), min(stop, recording.frames)
-    x = np.zeros((recording.channels, stop - first))
-    if hi > lo:
-        x[:, lo - first : hi - first] = recording.read(lo, hi - lo)
-    return np.asarray(librosa.stft(x, n_fft=n_fft, hop_length=hop, center=False))
-
-
-def _overlap_add(S: np.ndarray, f0: int, a: int, b: int, n_fft: int, hop: int) -> np.ndarray:
-    """Samples ``a … b`` of the inverse STFT of frames ``f0 …`` (all frames overlapping them present)."""
-    import librosa
-
-    y = np.asarray(librosa.istft(S, hop_length=hop, n_fft=n_fft, center=False))
-    first = f0 * hop - n_fft // 2
-    return y[..., a - first : b - first]
 
 
 def run_nmf_streamed(
@@ -149,17 +126,13 @@ def run_nmf_streamed(
             margin = n_fft // hop + 1 + width // 2 + 1
             total_frames = 1 + T // hop
             segment = SEGMENT_FRAMES * hop
-            temp = [Path(work) / f"{i}.wav" for i in range(n_src)]
-            handles = [sf.SoundFile(p, "w", rate, C, "FLOAT", format="WAV") for p in temp]
-            peak = np.zeros(n_src)
-            power = np.zeros((4, n_src))  # Σ m, m², m³, m⁴ of the channel mean; then Σ x² below
-            energy = np.zeros(n_src)
+            stitched = ScratchSources(Path(work), n_src, C, rate)
             moved = total_harm = 0.0
             try:
                 for a in range(0, T, segment):
                     b = min(a + segment, T)
                     f0, f1 = max(a // hop - margin, 0), min(b // hop + margin, total_frames)
-                    S = _segment_frames(recording, f0, f1, n_fft, hop)
+                    S = stft_frames(recording, f0, f1, n_fft, hop)
                     H = beta_nmf(
                         magnitude(S), params.components, beta=params.beta, max_iter=params.max_iter,
                         tol=params.tol, seed=params.seed, sparsity=params.sparsity, W_fixed=res.W,
@@ -176,25 +149,16 @@ def run_nmf_streamed(
                     else:
                         models = [W[:, g] @ H[g] for g in grouping.groups]
                     masks = soft_masks(models, MASK_POWER)
-                    for j in range(n_src):
-                        y = _overlap_add(S * masks[j], f0, a, b, n_fft, hop)
-                        handles[j].write(y.T.astype(np.float32))
-                        mean = y.mean(axis=0)
-                        peak[j] = max(peak[j], float(np.max(np.abs(y))))
-                        energy[j] += float(np.sum(y * y))
-                        m2 = mean * mean
-                        power[:, j] += [mean.sum(), m2.sum(), (m2 * mean).sum(), (m2 * m2).sum()]
+                    stitched.append(
+                        np.stack([overlap_add_section(S * m, f0, a, b, n_fft, hop) for m in masks])
+                    )
             finally:
-                for handle in handles:
-                    handle.close()
+                stitched.close()
         timings["separate_s"] = time.perf_counter() - tic
 
         tic = time.perf_counter()
-        gain = run_gain([peak])
-        m1, m2, m3, m4 = power / T
-        var = m2 - m1**2
-        with np.errstate(invalid="ignore", divide="ignore"):
-            kurt = (m4 - 4 * m1 * m3 + 6 * m1**2 * m2 - 3 * m1**4) / var**2 - 3.0
+        gain = run_gain([stitched.peak])
+        rms, kurtosis = stitched.rms(), stitched.kurtosis()
         names = grouping.names
         stem = input_stem(job.source)
         files = [options.file_name(stem, name, i + 1) for i, name in enumerate(names)]
@@ -205,22 +169,16 @@ def run_nmf_streamed(
             {
                 "file": file,
                 "role": "source",
-                "rms": round(float(gain * math.sqrt(energy[j] / (T * C))), 6),
-                "peak": round(float(gain * peak[j]), 6),
+                "rms": round(float(gain * rms[j]), 6),
+                "peak": round(float(gain * stitched.peak[j]), 6),
                 "name": names[j],
-                "kurtosis": round(float(kurt[j]) if np.isfinite(kurt[j]) else 0.0, 3),
+                "kurtosis": round(kurtosis[j], 3),
                 "method_index": j,
                 **facts[j],
             }
             for j, file in enumerate(files)
         ]
-        from demix.streaming import _open_writer, _stage_all
-
-        def write(paths: list[Path]) -> None:
-            for source, target in zip(temp, paths, strict=True):
-                with sf.SoundFile(source) as handle, _open_writer(target, C, rate, options) as out:
-                    for block in handle.blocks(plan.block_samples, dtype="float64", always_2d=True):
-                        out.write(block * gain)
+        from demix.streaming import stage_all
 
         refinement = None
         if refine:
@@ -240,7 +198,11 @@ def run_nmf_streamed(
         manifest["folder"] = str(job.folder)
         manifest["inputs"] = [record]
         with RunFolder(job.folder) as run:
-            _stage_all(run, files, write)
+            stage_all(
+                run,
+                files,
+                lambda paths: stitched.copy_scaled(paths, gain, options, plan.block_samples, range(n_src)),
+            )
             timings["write_s"] = time.perf_counter() - tic
             manifest.update(
                 outputs=outputs,

@@ -227,8 +227,7 @@ def test_streamed_bss_eval_equals_in_memory(tmp_path: Path) -> None:
 def test_nmf_segments_have_no_seams(short_mix: Path) -> None:
     """Frames computed per segment are the global STFT's; overlap-add of a segment's frames gives
     the global inverse STFT on the segment's samples (any mask), so segment edges leave no seam."""
-    from demix.spectral import istft, stft
-    from demix.streaming_nmf import _overlap_add, _segment_frames
+    from demix.spectral import istft, overlap_add_section, stft, stft_frames
 
     X = sf.read(short_mix, always_2d=True)[0].T[:, :50_000]
     recording = Recording(short_mix, 0, X.shape[1], 2, RATE)
@@ -239,9 +238,9 @@ def test_nmf_segments_have_no_seams(short_mix: Path) -> None:
     margin = n_fft // hop + 1
     for a, b in ((0, 12_800), (12_800, 25_600), (25_600, 38_400), (38_400, 50_000)):
         f0, f1 = max(a // hop - margin, 0), min(b // hop + margin, S.shape[2])
-        frames = _segment_frames(recording, f0, f1, n_fft, hop)
+        frames = stft_frames(recording, f0, f1, n_fft, hop)
         np.testing.assert_allclose(frames, S[:, :, f0:f1], rtol=0, atol=1e-10)
-        part = _overlap_add(frames * mask[:, f0:f1], f0, a, b, n_fft, hop)
+        part = overlap_add_section(frames * mask[:, f0:f1], f0, a, b, n_fft, hop)
         np.testing.assert_allclose(part, whole[:, a:b], rtol=0, atol=1e-10)
 
 
@@ -274,17 +273,20 @@ def _eval_case(folder: Path, n: int, seed: int) -> list[str]:
 def test_streamed_eval_equals_in_memory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, extra: list[str]
 ) -> None:
-    """``demix eval`` forced to read blocks (a tiny memory bound: blocks of 4096 samples, 15 block
-    edges) gives the in-memory JSON's numbers to 1e-6 dB, mixture baseline and stem group included."""
+    """``demix eval`` forced to read blocks (signals counted a million times over, blocks of 4096
+    samples: 15 block edges) gives the in-memory JSON's numbers to 1e-6 dB, mixture baseline and
+    stem group included."""
     from typer.testing import CliRunner
 
     import demix.evaluate as ev
+    import demix.streaming
     from demix.cli import app
 
     args = ["eval", *_eval_case(tmp_path, 60_000, seed=7), *extra, "--json"]
     documents = []
-    for bound in (ev.MAX_MEMORY_MB, 0.01):
-        monkeypatch.setattr(ev, "MAX_MEMORY_MB", bound)
+    for copies in (ev.IN_MEMORY_COPIES, {"v3": 10**6, "v4": 10**6}):
+        monkeypatch.setattr(ev, "IN_MEMORY_COPIES", copies)
+        monkeypatch.setattr(demix.streaming, "MAX_BLOCK", 4096)
         result = CliRunner().invoke(app, args)
         assert result.exit_code == 0, result.stderr
         documents.append(json.loads(result.stdout))

@@ -52,7 +52,7 @@ def _tagging_method(X: np.ndarray, sample_rate: int, params: _TagParams, callbac
 
 @pytest.fixture
 def tagging(monkeypatch: pytest.MonkeyPatch) -> str:
-    spec = registry.MethodSpec("tagging", "test", _TagParams, _tagging_method, "instantaneous")
+    spec = registry.MethodSpec("tagging", "test", _TagParams, _tagging_method, "instantaneous", 6)
     monkeypatch.setitem(registry.METHODS, "tagging", spec)
     return "tagging"
 

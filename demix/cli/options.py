@@ -327,6 +327,7 @@ MaxMemory = Annotated[
     typer.Option(
         "--max-memory",
         min=50,
-        help="MB a run may hold the signal in before ica, decorr and nmf stream the input block by block.",
+        help="MB a run may hold the signal in; beyond it the input is read from disk block by block "
+        "(iva, duet, repet and nmf with --bases: in overlapping segments that fit it).",
     ),
 ]

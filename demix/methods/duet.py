@@ -41,9 +41,16 @@ import numpy as np
 
 from demix import checks
 from demix.errors import ParameterError
-from demix.methods.duet_features import bin_features, find_peaks, pan_delay_histogram
+from demix.methods.duet_features import (
+    bin_features,
+    bin_sums,
+    find_peaks,
+    histogram_from_sums,
+    pan_delay_histogram,
+)
 from demix.methods.duet_output import Output, separate_images, steering_vectors
 from demix.methods.spatial_mixture import MixtureFit, fit_spatial_mixture
+from demix.spectral import Readable, n_frames, stft, stft_frames
 from demix.types import Callback, Separation
 
 __all__ = [
@@ -52,6 +59,7 @@ __all__ = [
     "WINDOW_SECONDS",
     "DuetParams",
     "DuetResult",
+    "count_sources_streamed",
     "duet",
     "separate",
     "stft_size",
@@ -72,6 +80,8 @@ MIN_CONTRAST_DB = 1.0
 MAX_SOURCES = 32
 # Default STFT window, in seconds (then the nearest power of two in samples).
 WINDOW_SECONDS = 0.1
+# Frames of the STFT per section when a long recording's sources are counted from disk.
+COUNT_FRAMES = 4096
 
 
 def stft_size(sample_rate: int) -> int:
@@ -264,9 +274,8 @@ def separate(
     )
 
 
-def _duet(X: np.ndarray, sample_rate: int, params: DuetParams, callback: Callback | None) -> DuetResult:
-    from demix.spectral import stft
-
+def _frame(sample_rate: int, params: DuetParams) -> tuple[int, int]:
+    """The STFT size and hop of a run, checked against each other and ``--max-delay``."""
     n_fft = params.n_fft if params.n_fft is not None else stft_size(sample_rate)
     hop = params.hop if params.hop is not None else n_fft // 4
     if hop > n_fft // 2:
@@ -277,6 +286,11 @@ def _duet(X: np.ndarray, sample_rate: int, params: DuetParams, callback: Callbac
         raise ParameterError(
             f"--max-delay {params.max_delay:g} is invalid; expected at most {n_fft / 4:g} (--n-fft / 4)"
         )
+    return n_fft, hop
+
+
+def _duet(X: np.ndarray, sample_rate: int, params: DuetParams, callback: Callback | None) -> DuetResult:
+    n_fft, hop = _frame(sample_rate, params)
     X = _check_mixture(X, n_fft)
     S = stft(X, n_fft, hop)
     features = bin_features(S, n_fft)
@@ -336,6 +350,29 @@ def _duet(X: np.ndarray, sample_rate: int, params: DuetParams, callback: Callbac
     )
 
 
+def count_sources_streamed(recording: Readable, sample_rate: int, params: DuetParams) -> int:
+    """The sources ``-n auto`` finds in a recording read from disk a section at a time.
+
+    The pan × delay histogram is made of sums over frames (:class:`BinSums`), so the sums of
+    sections of :data:`COUNT_FRAMES` frames of the whole STFT give the whole recording's
+    histogram exactly, and the same count as in memory, without holding its STFT.
+    """
+    n_fft, hop = _frame(sample_rate, params)
+    _require_stereo((recording.channels, recording.frames))
+    total = n_frames(recording.frames, hop)
+    sums = None
+    for f0 in range(0, total, COUNT_FRAMES):
+        part = bin_sums(
+            bin_features(stft_frames(recording, f0, min(f0 + COUNT_FRAMES, total), n_fft, hop), n_fft)
+        )
+        sums = part if sums is None else sums + part
+    assert sums is not None
+    omega = 2.0 * np.pi * np.arange(n_fft // 2 + 1) / n_fft
+    peaks = find_peaks(histogram_from_sums(sums, omega, params.max_delay))
+    pans, _, _ = _choose_sources(peaks.pans_deg, peaks.delays, peaks.heights, peaks.contrast_db, "auto")
+    return len(pans)
+
+
 def _choose_sources(
     pans_deg: np.ndarray,
     delays: np.ndarray,
@@ -371,14 +408,18 @@ def _choose_sources(
     return np.asarray(pans), np.asarray(dels), rule
 
 
+def _require_stereo(shape: tuple[int, ...]) -> None:
+    if len(shape) != 2 or shape[0] != 2:
+        raise ParameterError(
+            f"duet needs a stereo mixture (2, n_samples), got shape {shape}; "
+            "for mono use nmf, for more channels ica or decorr"
+        )
+
+
 def _check_mixture(X: object, n_fft: int) -> np.ndarray:
     """Validated stereo ``(2, n_samples)`` float64 mixture."""
     arr = np.asarray(X)
-    if arr.ndim != 2 or arr.shape[0] != 2:
-        raise ParameterError(
-            f"duet needs a stereo mixture (2, n_samples), got shape {arr.shape}; "
-            "for mono use nmf, for more channels ica or decorr"
-        )
+    _require_stereo(arr.shape)
     if not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
         raise ParameterError(f"the mixture must be real numbers, got dtype {arr.dtype}")
     if arr.shape[1] < n_fft:

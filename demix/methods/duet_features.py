@@ -38,7 +38,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["BinFeatures", "PanDelayHistogram", "Peaks", "bin_features", "find_peaks", "pan_delay_histogram"]
+__all__ = [
+    "BinFeatures",
+    "BinSums",
+    "PanDelayHistogram",
+    "Peaks",
+    "bin_features",
+    "bin_sums",
+    "find_peaks",
+    "histogram_from_sums",
+    "pan_delay_histogram",
+]
 
 # Resolution of the histogram: pan in degrees, delay in samples.
 PAN_STEP_DEG = 0.5
@@ -125,6 +135,40 @@ class PanDelayHistogram:
         return self.pan_energy[:, None] * np.maximum(self.coherence, 0.0)
 
 
+@dataclass(frozen=True)
+class BinSums:
+    """The sums over frames a :class:`PanDelayHistogram` is made from: they add over segments.
+
+    ``energy`` ``(P, F')`` and ``votes`` ``(P, F')`` complex: per pan bin and frequency (DC and
+    Nyquist left out), the bins' energy and their energy-weighted unit cross-spectra;
+    ``total`` the energy of every bin counted.
+    """
+
+    energy: np.ndarray
+    votes: np.ndarray
+    total: float
+
+    def __add__(self, other: BinSums) -> BinSums:
+        return BinSums(self.energy + other.energy, self.votes + other.votes, self.total + other.total)
+
+
+def bin_sums(features: BinFeatures) -> BinSums:
+    """Each bin's energy and phase vote, summed into its pan bin at its frequency."""
+    n_pan = round(90.0 / PAN_STEP_DEG) + 1
+    F = features.p0.shape[0]
+    rows = slice(1, F - 1)
+    n_f = F - 2
+    energy = features.energy[rows]
+    phase = features.cross[rows]
+    votes = energy * phase / np.maximum(np.abs(phase), np.finfo(np.float64).tiny)
+    pan_bin = np.rint(features.pan_deg[rows] / PAN_STEP_DEG).astype(np.int64)
+    index = (pan_bin * n_f + np.arange(n_f)[:, None]).ravel()
+    size = n_pan * n_f
+    E = np.bincount(index, energy.ravel(), size).reshape(n_pan, n_f)
+    P = np.bincount(index, votes.real.ravel(), size) + 1j * np.bincount(index, votes.imag.ravel(), size)
+    return BinSums(E, P.reshape(n_pan, n_f), float(energy.sum()))
+
+
 def pan_delay_histogram(features: BinFeatures, max_delay: float) -> PanDelayHistogram:
     r"""Weighted histogram of the bins' pan and delay, with phase votes instead of unwrapping.
 
@@ -142,36 +186,28 @@ def pan_delay_histogram(features: BinFeatures, max_delay: float) -> PanDelayHist
     smoothed along the pan axis by a Gaussian of :data:`PAN_SMOOTH_DEG`. The DC and Nyquist rows
     carry no phase and are left out.
     """
+    return histogram_from_sums(bin_sums(features), features.omega, max_delay)
+
+
+def histogram_from_sums(sums: BinSums, omega: np.ndarray, max_delay: float) -> PanDelayHistogram:
+    """The :func:`pan_delay_histogram` of the bins ``sums`` adds up (of one STFT or of many
+    segments' STFTs: the same histogram as of the whole)."""
     from scipy.ndimage import gaussian_filter1d
 
-    n_pan = round(90.0 / PAN_STEP_DEG) + 1
+    n_pan = sums.energy.shape[0]
     pans = np.linspace(0.0, 90.0, n_pan)
     n_side = max(1, int(np.ceil(max_delay / DELAY_STEP)))
     delays = np.linspace(-max_delay, max_delay, 2 * n_side + 1)
-
-    F = features.p0.shape[0]
-    rows = slice(1, F - 1)
-    n_f = F - 2
-    energy = features.energy[rows]
-    phase = features.cross[rows]
-    votes = energy * phase / np.maximum(np.abs(phase), np.finfo(np.float64).tiny)
-
-    pan_bin = np.rint(features.pan_deg[rows] / PAN_STEP_DEG).astype(np.int64)
-    index = (pan_bin * n_f + np.arange(n_f)[:, None]).ravel()
-    size = n_pan * n_f
-    E = np.bincount(index, energy.ravel(), size).reshape(n_pan, n_f)
-    P = np.bincount(index, votes.real.ravel(), size) + 1j * np.bincount(index, votes.imag.ravel(), size)
-    P = P.reshape(n_pan, n_f)
     sigma = PAN_SMOOTH_DEG / PAN_STEP_DEG
-    E = gaussian_filter1d(E, sigma, axis=0, mode="constant")
-    P = gaussian_filter1d(P.real, sigma, axis=0, mode="constant") + 1j * gaussian_filter1d(
-        P.imag, sigma, axis=0, mode="constant"
+    E = gaussian_filter1d(sums.energy, sigma, axis=0, mode="constant")
+    P = gaussian_filter1d(sums.votes.real, sigma, axis=0, mode="constant") + 1j * gaussian_filter1d(
+        sums.votes.imag, sigma, axis=0, mode="constant"
     )
     present = 1e-12 * max(float(E.max()), np.finfo(np.float64).tiny) < E
     unit = np.where(present, P / np.where(present, E, 1.0), 0.0)
-    steer = np.exp(1j * np.outer(features.omega[rows], delays))  # (F', D)
+    steer = np.exp(1j * np.outer(omega[1:-1], delays))  # (F', D)
     coherence = (unit @ steer).real / np.maximum(present.sum(axis=1, keepdims=True), 1)
-    total = max(float(energy.sum()), np.finfo(np.float64).tiny)
+    total = max(sums.total, np.finfo(np.float64).tiny)
     return PanDelayHistogram(
         pans_deg=pans, delays=delays, pan_energy=E.sum(axis=1) / total, coherence=coherence
     )

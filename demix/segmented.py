@@ -1,0 +1,317 @@
+"""``iva``, ``duet``, ``repet`` and supervised ``nmf`` on long recordings: overlapping segments.
+
+These methods fit their model on the STFT of the whole input and hold 20-36 float64 copies of it
+at their peak (``iva`` 1.5 GB for one minute of stereo at 44.1 kHz). For a recording longer than
+``--max-memory`` allows, each runs instead on overlapping segments read from disk:
+
+1. **Segment length.** The longest segment whose in-memory separation fits the bound
+   (:attr:`~demix.registry.MethodSpec.copies` float64 copies of it), at most :data:`MAX_SEGMENT_S`;
+   segments overlap by :data:`OVERLAP_S`. A bound that leaves less than :data:`MIN_SEGMENT_S`
+   (too few frames for a model) is refused with the numbers, never silently exceeded.
+2. **A model per segment.** Each segment is separated on its own by the method's runner with the
+   run's parameters: ``iva`` fits demixing matrices per segment, ``duet`` its pans and delays
+   (which also follows sources that move), ``repet`` searches repetitions within the segment,
+   supervised ``nmf`` fits activations (and its free components) per segment. A count the method
+   would choose itself (``duet -n auto``) is chosen once, before the first segment, from the
+   whole recording (:func:`demix.methods.duet.count_sources_streamed`), so every segment
+   separates the same sources.
+3. **Consistent permutation.** A segment's sources come out in an order of its own (IVA's
+   permutation is arbitrary per run; DUET orders by pan, which a moving source changes). Both
+   segments of a pair separate their overlap, so each source of the new segment is matched to the
+   running output it agrees with there: the assignment (Kuhn-Munkres, scipy's
+   ``linear_sum_assignment``) that maximises the summed normalised correlation of their images
+   over the overlap. Named sources (``repet``'s vocals and accompaniment, supervised ``nmf``'s
+   labels) are matched by name.
+4. **Cross-fade.** Over the overlap the matched outputs cross-fade with raised-cosine weights that
+   sum to one, so where each segment's sources sum to the mixture the stitched ones do too, and
+   the edge frames of each segment's STFT are faded out.
+5. **Gain.** The stitched sources go to float32 scratch files (:class:`~demix.scratch.ScratchSources`)
+   while their peak accumulates; the run gain follows, then one pass writes them: one gain per
+   run, never a clip.
+
+Unnamed sources are written loudest first (energy over the whole recording, every channel), as
+the in-memory methods order theirs. Per-source facts are the median over segments of each
+numeric fact (``iva``'s ``power_share``, ``duet``'s pan and delay); run-level diagnostics are
+the first segment's, with the number of segments in the manifest's ``streaming`` record.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import tempfile
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from demix.errors import ParameterError
+from demix.history import History
+from demix.inputs import input_stem
+from demix.jobs import Job
+from demix.manifest import clean, new_manifest
+from demix.outputs import RunFolder
+from demix.post import run_gain
+from demix.registry import MethodSpec
+from demix.scratch import ScratchSources
+from demix.types import Callback, IterInfo, Separation, Signal
+
+__all__ = ["MAX_SEGMENT_S", "MIN_SEGMENT_S", "OVERLAP_S", "Segments", "plan_segments", "run_segmented"]
+
+#: Shortest segment a model is fitted on (seconds): IVA and DUET are measured on 8-10 s clips (issues 13, 14).
+MIN_SEGMENT_S = 10.0
+#: Longest segment (seconds), however large the bound: long enough for any of the models.
+MAX_SEGMENT_S = 120.0
+#: Overlap of consecutive segments (seconds): matched on, then cross-faded over.
+OVERLAP_S = 4.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Segments:
+    """Segment ``k`` covers samples ``k · step … k · step + length`` (the last one may be shorter)."""
+
+    length: int
+    overlap: int
+    frames: int
+
+    @property
+    def step(self) -> int:
+        return self.length - self.overlap
+
+    def starts(self) -> list[int]:
+        """First sample of every segment; the last one reaches the end of the recording."""
+        last = max(self.frames - self.length, 0)
+        count = -(-last // self.step) + 1
+        return [min(k * self.step, last) if k == count - 1 else k * self.step for k in range(count)]
+
+    def record(self) -> dict[str, int]:
+        return {
+            "segment_samples": self.length,
+            "overlap_samples": self.overlap,
+            "segments": len(self.starts()),
+        }
+
+
+def plan_segments(spec: MethodSpec, channels: int, frames: int, rate: int, max_memory_mb: float) -> Segments:
+    """The segments of a recording for ``spec`` under ``max_memory_mb`` (see the module docstring)."""
+    fits = int(max_memory_mb * 2**20 / (8 * channels * spec.copies))
+    length = min(fits, round(MAX_SEGMENT_S * rate), frames)
+    overlap = round(OVERLAP_S * rate)
+    if length < frames and fits < MIN_SEGMENT_S * rate:
+        need = MIN_SEGMENT_S * rate * 8 * channels * spec.copies / 2**20
+        raise ParameterError(
+            f"--max-memory {max_memory_mb:g} MB holds {fits / rate:.1f} s segments of this input for "
+            f"demix {spec.command}, which needs at least {MIN_SEGMENT_S:g} s per segment: "
+            f"give --max-memory {int(np.ceil(need))} or more"
+        )
+    return Segments(length, min(overlap, length // 2), frames)
+
+
+def match_sources(
+    running: np.ndarray, new: np.ndarray, names: Sequence[str] | None, new_names: Sequence[str] | None
+) -> list[int]:
+    """For each running source, the index of the new segment's source that continues it.
+
+    ``running`` and ``new`` are both segments' sources ``(n, C, k)`` over the shared overlap.
+    """
+    if names is not None and new_names is not None and sorted(names) == sorted(new_names):
+        return [list(new_names).index(name) for name in names]
+    from scipy.optimize import linear_sum_assignment
+
+    a = running.reshape(len(running), -1)
+    b = new.reshape(len(new), -1)
+    norms = np.linalg.norm(a, axis=1)[:, None] * np.linalg.norm(b, axis=1)[None, :]
+    tiny = np.finfo(np.float64).tiny
+    correlation = (a @ b.T) / np.maximum(norms, tiny)
+    rows, cols = linear_sum_assignment(correlation, maximize=True)
+    return [int(c) for _, c in sorted(zip(rows, cols, strict=True))]
+
+
+def crossfade(overlap: int) -> np.ndarray:
+    """Raised-cosine weights ``0 → 1`` of the new segment over ``overlap`` samples (the old one's
+    are one minus them)."""
+    return np.sin(0.5 * np.pi * (np.arange(overlap) + 0.5) / overlap) ** 2
+
+
+def _as_images(separation: Separation) -> np.ndarray:
+    sources = separation.sources
+    return sources[:, None, :] if separation.layout == "mono" else sources
+
+
+def _median_facts(facts: list[Sequence[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Per source: each numeric fact's median over segments, other facts from the first."""
+    merged = []
+    for j, first in enumerate(facts[0]):
+        fact = dict(first)
+        for key, value in first.items():
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                fact[key] = round(float(np.median([f[j][key] for f in facts])), 6)
+        merged.append(fact)
+    return merged
+
+
+def segment_warnings(caught: Sequence[warnings.WarningMessage], segments: int) -> list[str]:
+    """The run's warnings, one line per kind: a warning that several segments raised with only
+    their numbers differing is said once, with how many segments raised it."""
+    kinds: dict[str, list[str]] = {}
+    for w in caught:
+        text = str(w.message)
+        kinds.setdefault(re.sub(r"\d+(\.\d+)?", "#", text), []).append(text)
+    return [
+        texts[0] if len(texts) == 1 else f"in {len(texts)} of {segments} segments: {texts[0]}"
+        for texts in kinds.values()
+    ]
+
+
+class _SegmentProgress:
+    """Forwards a segment's iteration reports as steps of the whole run (segment after segment)."""
+
+    def __init__(self, history: History, segments: int) -> None:
+        self.history = history
+        self.segments = segments
+        self.index = 0
+
+    def __call__(self, info: IterInfo) -> None:
+        offset = self.index * info.max_iter
+        self.history(
+            IterInfo(offset + info.iteration, self.segments * info.max_iter, info.change, info.objective)
+        )
+
+
+def _fix_count(spec: MethodSpec, recording: Any, params: Any) -> Any:
+    """``params`` with a count the method would choose per input chosen once for the recording."""
+    if spec.name == "duet" and params.sources == "auto":
+        from demix.methods.duet import count_sources_streamed
+
+        return dataclasses.replace(
+            params, sources=count_sources_streamed(recording, recording.sample_rate, params)
+        )
+    return params
+
+
+def run_segmented(
+    job: Job, spec: MethodSpec, plan: Any, *, callback: Callback | None = None
+) -> dict[str, Any]:
+    """``run_job`` for a method that streams in segments: the in-memory manifest, with ``streaming``."""
+    from demix import pipeline
+    from demix.streaming import open_recording, stage_all
+
+    options = job.options
+    timings: dict[str, float] = {}
+    tic = time.perf_counter()
+    with open_recording(job.source, options.sample_rate, start=options.start, duration=options.duration) as (
+        recording,
+        record,
+    ), tempfile.TemporaryDirectory(prefix="demix-segments-") as work:  # fmt: skip
+        T, C, rate = recording.frames, recording.channels, recording.sample_rate
+        pipeline._check_fit_to_run(spec, Signal(np.empty((C, 0)), rate), job)
+        segments = plan_segments(spec, C, T, rate, plan.memory_bound_mb)
+        starts = segments.starts()
+        timings["load_s"] = time.perf_counter() - tic
+
+        tic = time.perf_counter()
+        history = History(callback)
+        progress = _SegmentProgress(history, len(starts))
+        stitched: ScratchSources | None = None
+        facts: list[Sequence[dict[str, Any]]] = []
+        iterations, changes, converged = [], [], True
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            params = _fix_count(spec, recording, job.params)
+            first: Separation | None = None
+            tail = np.empty(0)  # the running sources over the next overlap, not yet written
+            written = 0
+            for k, a in enumerate(starts):
+                progress.index = k
+                separation = spec.separate(
+                    recording.read(a, min(segments.length, T - a)), rate, params, progress
+                )
+                images = _as_images(separation)
+                if first is None:
+                    first = separation
+                    stitched = ScratchSources(Path(work), len(images), images.shape[1], rate)
+                    order = list(range(len(images)))
+                else:
+                    shared = written + tail.shape[-1] - a  # samples both segments separated
+                    order = match_sources(
+                        tail[..., -shared:], images[..., :shared], first.names, separation.names
+                    )
+                    images = images[order]
+                    fade = crossfade(shared)
+                    images[..., :shared] = tail[..., -shared:] * (1 - fade) + images[..., :shared] * fade
+                last = k == len(starts) - 1
+                keep = 0 if last else images.shape[-1] - (starts[k + 1] - a)
+                assert stitched is not None
+                stitched.append(images[..., : images.shape[-1] - keep])
+                written += images.shape[-1] - keep
+                tail = images[..., images.shape[-1] - keep :]
+                facts.append([separation.facts[i] for i in order] if separation.facts else [])
+                iterations.append(separation.n_iter)
+                changes.append(separation.final_change)
+                converged = converged and separation.converged
+            assert stitched is not None and first is not None
+            stitched.close()
+        timings["separate_s"] = time.perf_counter() - tic
+
+        tic = time.perf_counter()
+        gain = 1.0 if options.scale == "unit" else run_gain([stitched.peak])
+        if first.names is not None:
+            order = list(range(len(stitched.paths)))
+            names = tuple(first.names)
+        else:
+            order = [int(i) for i in np.argsort(-stitched.energy, kind="stable")]
+            names = tuple(f"source_{i + 1}" for i in range(len(order)))
+        merged = _median_facts(facts) if facts[0] else [{} for _ in order]
+        files = [options.file_name(input_stem(job.source), name, i + 1) for i, name in enumerate(names)]
+        if len(set(files)) < len(files):
+            raise ParameterError(f"--name {options.file_template!r} gives two sources the same file name")
+        rms, kurtosis = stitched.rms(), stitched.kurtosis()
+        outputs = [
+            {
+                "file": file,
+                "role": "source",
+                "rms": round(float(gain * rms[j]), 6),
+                "peak": round(float(gain * stitched.peak[j]), 6),
+                "name": name,
+                "kurtosis": round(kurtosis[j], 3),
+                "method_index": j,
+                **merged[j],
+            }
+            for file, name, j in zip(files, names, order, strict=True)
+        ]
+        manifest = new_manifest(
+            job.command,
+            {"method": spec.name, **pipeline.params_record(job.params), **pipeline._write_record(options)},
+        )
+        manifest["folder"] = str(job.folder)
+        manifest["inputs"] = [record]
+        with RunFolder(job.folder) as run:
+            stage_all(
+                run,
+                files,
+                lambda paths: stitched.copy_scaled(paths, gain, options, plan.block_samples, order),
+            )
+            timings["write_s"] = time.perf_counter() - tic
+            finite = [c for c in changes if c is not None]
+            manifest.update(
+                outputs=outputs,
+                layout=first.layout,
+                gain=gain,
+                model=None,
+                convergence={
+                    "n_iter": max(iterations),
+                    "converged": converged,
+                    "final_change": max(finite) if finite else None,
+                    "history": history.record(),
+                },
+                diagnostics=first.diagnostics,
+                warnings=segment_warnings(caught, len(starts)),
+                timings={key: round(v, 4) for key, v in timings.items()},
+                streaming={**plan.record(2), **segments.record()},
+            )
+            manifest = clean(manifest)
+            run.commit(manifest)
+    return manifest
