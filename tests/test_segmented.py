@@ -210,3 +210,38 @@ def test_a_bound_too_small_for_a_segment_is_refused_with_the_number(tmp_path: Pa
     assert "Traceback" not in done.stderr
     assert "--max-memory 50 MB holds" in done.stderr and len(done.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "o").exists()
+
+
+def test_streamed_supervised_nmf_keeps_the_in_memory_quality(tmp_path: Path) -> None:
+    """Bases learnt on 20 s of each stem; the 70 s song separated streamed (23 s segments) and
+    in memory: both stems' SDR within 0.3 dB of each other (measured 12.29/12.63 dB streamed,
+    12.30/12.65 in memory) and far above a wrong assignment (below 0 dB)."""
+    from benchmarks.songs import make_song
+    from demix.bases import SupervisedParams
+    from demix.methods.nmf_separate import LearnBasesParams
+    from demix.metrics import bss_eval_pairwise
+    from demix.pipeline import learn_bases_file
+
+    song = make_song(70.0, RATE, seed=5)
+    stems = {"drums": song.percussive, "notes": song.harmonic}
+    bases = {}
+    for label, stem in stems.items():
+        sf.write(tmp_path / f"{label}.wav", stem[: 20 * RATE], RATE, subtype="FLOAT")
+        bases[label] = str(tmp_path / f"{label}.npz")
+        learn_bases_file([tmp_path / f"{label}.wav"], Path(bases[label]), LearnBasesParams(components=12),
+                         sample_rate=None, force=False)  # fmt: skip
+    sf.write(tmp_path / "song.wav", song.mixture, RATE, subtype="FLOAT")
+    sdr = {}
+    for stream in (True, False):
+        job = Job("nmf", "nmf-supervised", SupervisedParams(bases=bases), tmp_path / "song.wav",
+                  tmp_path / str(stream), WriteOptions(subtype="FLOAT", max_memory_mb=27))  # fmt: skip
+        manifest = run_job(job, stream=stream)
+        if stream:
+            assert manifest["streaming"]["segments"] >= 3
+        names = [o["name"] for o in manifest["outputs"]]
+        estimates = np.stack([sf.read(tmp_path / str(stream) / f"{n}.wav")[0] for n in ("drums", "notes")])
+        truth = np.stack(list(stems.values()))
+        sdr[stream] = bss_eval_pairwise(truth, estimates).sdr.diagonal()
+        assert sorted(names) == ["drums", "notes"]
+    assert np.all(sdr[True] > 10.0), sdr
+    assert np.all(np.abs(sdr[True] - sdr[False]) < 0.3), sdr
