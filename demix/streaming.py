@@ -61,7 +61,6 @@ signal times the method's in-memory copies (``MethodSpec.copies``) would exceed 
 from __future__ import annotations
 
 import contextlib
-import os
 import tempfile
 import time
 import warnings
@@ -574,36 +573,14 @@ def open_writer(path: Path, channels: int, rate: int, options: WriteOptions) -> 
 
 
 def plan_stream(spec: MethodSpec, job: Job) -> Plan | None:
-    """A :class:`Plan` when ``job`` should stream (see the module docstring), else None.
-
-    A method that cannot stream is checked instead: an input whose in-memory copies would not fit
-    in this machine's memory is refused with the numbers, never cropped or left to run out.
-    """
+    """A :class:`Plan` when ``job`` should stream (see the module docstring), else None (every
+    registered method streams; a method without a ``stream`` kind always runs in memory)."""
     options = job.options
     channels, frames = input_shape(job.source, options.sample_rate, options.start, options.duration)
     need = frames * channels * 8 * spec.copies
-    if spec.stream is None:
-        _check_fits_in_memory(spec, need, frames, options)
-        return None
-    if need <= options.max_memory_mb * 2**20:
+    if spec.stream is None or need <= options.max_memory_mb * 2**20:
         return None
     return make_plan(channels, options.max_memory_mb)
-
-
-def _check_fits_in_memory(spec: MethodSpec, need: float, frames: int, options: WriteOptions) -> None:
-    """Refuse an input a non-streaming method would need more than the machine's memory for."""
-    try:
-        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return
-    if need > total:
-        rate = options.sample_rate
-        length = f"{frames / rate / 60:.0f} min" if rate else f"{frames} samples"
-        raise ParameterError(
-            f"demix {spec.command} holds its input in memory: about {_size(need)} for these "
-            f"{length}, and this machine has {_size(total)}; separate a section "
-            "(--start/--duration), or use a method that streams (ica, decorr, nmf)"
-        )
 
 
 def _size(n_bytes: float) -> str:
