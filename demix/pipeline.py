@@ -161,11 +161,7 @@ def run_job(job: Job, *, callback: Callback | None = None, stream: bool | None =
     # Images (n_sources, n_channels, n_samples): kurtosis of their channel mean.
     kurtosis = excess_kurtosis(sources if finished.layout == "mono" else sources.mean(axis=1))
 
-    manifest = new_manifest(
-        job.command, {"method": spec.name, **params_record(job.params), **_write_record(options)}
-    )
-    manifest["folder"] = str(job.folder)
-    manifest["inputs"] = [record]
+    manifest = start_manifest(job, spec, record)
     tic = time.perf_counter()
     outputs = []
     with RunFolder(job.folder) as run:
@@ -194,6 +190,16 @@ def run_job(job: Job, *, callback: Callback | None = None, stream: bool | None =
         )
         manifest = clean(manifest)
         run.commit(manifest)
+    return manifest
+
+
+def start_manifest(job: Job, spec: MethodSpec, record: dict[str, Any]) -> dict[str, Any]:
+    """A run's manifest before its results: command, method and every parameter, folder, input."""
+    manifest = new_manifest(
+        job.command, {"method": spec.name, **params_record(job.params), **_write_record(job.options)}
+    )
+    manifest["folder"] = str(job.folder)
+    manifest["inputs"] = [record]
     return manifest
 
 

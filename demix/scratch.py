@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import soundfile as sf
@@ -67,6 +68,30 @@ class ScratchSources:
         with np.errstate(invalid="ignore", divide="ignore"):
             kurt = (m4 - 4 * m1 * m3 + 6 * m1**2 * m2 - 3 * m1**4) / var**2 - 3.0
         return [float(k) if np.isfinite(k) else 0.0 for k in kurt]
+
+    def output_records(
+        self,
+        files: Sequence[str],
+        names: Sequence[str],
+        gain: float,
+        order: Sequence[int],
+        facts: Sequence[dict[str, Any]],
+    ) -> list[dict[str, Any]]:
+        """The manifest's ``outputs``: file ``i`` holds scratch source ``order[i]`` times ``gain``."""
+        rms, kurtosis = self.rms(), self.kurtosis()
+        return [
+            {
+                "file": file,
+                "role": "source",
+                "rms": round(float(gain * rms[j]), 6),
+                "peak": round(float(gain * self.peak[j]), 6),
+                "name": name,
+                "kurtosis": round(kurtosis[j], 3),
+                "method_index": j,
+                **fact,
+            }
+            for file, name, j, fact in zip(files, names, order, facts, strict=True)
+        ]
 
     def copy_scaled(
         self, targets: Sequence[Path], gain: float, options: WriteOptions, block: int, order: Sequence[int]

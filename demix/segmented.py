@@ -52,12 +52,12 @@ from demix.errors import ParameterError
 from demix.history import History
 from demix.inputs import input_stem
 from demix.jobs import Job
-from demix.manifest import clean, new_manifest
+from demix.manifest import clean
 from demix.outputs import RunFolder
 from demix.post import run_gain
 from demix.registry import MethodSpec
 from demix.scratch import ScratchSources
-from demix.types import Callback, IterInfo, Separation, Signal
+from demix.types import Callback, IterInfo, Separation
 
 __all__ = ["MAX_SEGMENT_S", "MIN_SEGMENT_S", "OVERLAP_S", "Segments", "plan_segments", "run_segmented"]
 
@@ -197,20 +197,14 @@ def run_segmented(
 ) -> dict[str, Any]:
     """``run_job`` for a method that streams in segments: the in-memory manifest, with ``streaming``."""
     from demix import pipeline
-    from demix.streaming import open_recording, stage_all
+    from demix.streaming import opened_run, stage_all
 
     options = job.options
-    timings: dict[str, float] = {}
-    tic = time.perf_counter()
-    with open_recording(job.source, options.sample_rate, start=options.start, duration=options.duration) as (
-        recording,
-        record,
-    ), tempfile.TemporaryDirectory(prefix="demix-segments-") as work:  # fmt: skip
+    with opened_run(job, spec) as opened, tempfile.TemporaryDirectory(prefix="demix-segments-") as work:
+        recording, record, timings = opened.recording, opened.record, opened.timings
         T, C, rate = recording.frames, recording.channels, recording.sample_rate
-        pipeline._check_fit_to_run(spec, Signal(np.empty((C, 0)), rate), job)
         segments = plan_segments(spec, C, T, rate, plan.memory_bound_mb)
         starts = segments.starts()
-        timings["load_s"] = time.perf_counter() - tic
 
         tic = time.perf_counter()
         history = History(callback)
@@ -268,26 +262,8 @@ def run_segmented(
         files = [options.file_name(input_stem(job.source), name, i + 1) for i, name in enumerate(names)]
         if len(set(files)) < len(files):
             raise ParameterError(f"--name {options.file_template!r} gives two sources the same file name")
-        rms, kurtosis = stitched.rms(), stitched.kurtosis()
-        outputs = [
-            {
-                "file": file,
-                "role": "source",
-                "rms": round(float(gain * rms[j]), 6),
-                "peak": round(float(gain * stitched.peak[j]), 6),
-                "name": name,
-                "kurtosis": round(kurtosis[j], 3),
-                "method_index": j,
-                **merged[j],
-            }
-            for file, name, j in zip(files, names, order, strict=True)
-        ]
-        manifest = new_manifest(
-            job.command,
-            {"method": spec.name, **pipeline.params_record(job.params), **pipeline._write_record(options)},
-        )
-        manifest["folder"] = str(job.folder)
-        manifest["inputs"] = [record]
+        outputs = stitched.output_records(files, names, gain, order, [merged[j] for j in order])
+        manifest = pipeline.start_manifest(job, spec, record)
         with RunFolder(job.folder) as run:
             stage_all(
                 run,

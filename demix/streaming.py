@@ -77,7 +77,7 @@ from demix.errors import AudioError, DemixError, ParameterError
 from demix.history import History
 from demix.inputs import STDIN, Input, input_stem, stdin_file
 from demix.jobs import DEFAULT_MAX_MEMORY_MB, Job, WriteOptions
-from demix.manifest import clean, new_manifest
+from demix.manifest import clean
 from demix.methods import fastica, jade, picard, sobi
 from demix.methods.lagged import check_lags, lagged_products
 from demix.methods.n_sources import SourcesSpec, count_sources, leading
@@ -212,6 +212,34 @@ def open_recording(
         if start or duration is not None:
             record.update(start_s=start, duration_s=recording.frames / recording.sample_rate)
         yield recording, record
+
+
+@dataclass
+class OpenedRun:
+    """A streamed run's input, opened and checked: the recording, its manifest record, whether the
+    sources are written as images, and the run's timings so far (``load_s``)."""
+
+    recording: Recording
+    record: dict[str, Any]
+    images: bool
+    timings: dict[str, float]
+
+
+@contextlib.contextmanager
+def opened_run(job: Job, spec: MethodSpec) -> Iterator[OpenedRun]:
+    """Open ``job``'s input as a :class:`Recording` and refuse, before any pass, what the method
+    cannot do with it (channels, ``--ref-channel``, the output format), as in memory."""
+    from demix import pipeline
+
+    options = job.options
+    tic = time.perf_counter()
+    with open_recording(job.source, options.sample_rate, start=options.start, duration=options.duration) as (
+        recording,
+        record,
+    ):
+        probe = Signal(np.empty((recording.channels, 0)), recording.sample_rate)
+        images = pipeline._check_fit_to_run(spec, probe, job)
+        yield OpenedRun(recording, record, images, {"load_s": time.perf_counter() - tic})
 
 
 def input_shape(
@@ -506,8 +534,8 @@ def _fit_picard(
     warm = None if stats.subsample is None else wh.whitening @ (stats.subsample - wh.mean[:, None])
     ortho = picard.choose_ortho(T, recording.sample_rate) if params.ortho is None else params.ortho
     Z = _WhitenedRecording(recording, wh, block, passes)
-    result = picard.fit(wh, Z, warm, rng, ortho=ortho, extended=params.extended, max_iter=params.max_iter,
-                        tol=params.tol, callback=callback)  # fmt: skip
+    settings = picard.Settings(ortho, params.extended, params.max_iter, params.tol)
+    result = picard.fit(wh, Z, warm, rng, settings, callback)
     return picard.to_separation(result), wh
 
 
@@ -621,16 +649,9 @@ def run_streamed(
         return run_segmented(job, spec, plan, callback=callback)
 
     options = job.options
-    timings: dict[str, float] = {}
-    tic = time.perf_counter()
-    with open_recording(job.source, options.sample_rate, start=options.start, duration=options.duration) as (
-        recording,
-        record,
-    ):
+    with opened_run(job, spec) as opened:
+        recording, record, images, timings = opened.recording, opened.record, opened.images, opened.timings
         rate = recording.sample_rate
-        probe = Signal(np.empty((recording.channels, 0)), rate)
-        images = pipeline._check_fit_to_run(spec, probe, job)
-        timings["load_s"] = time.perf_counter() - tic
 
         tic = time.perf_counter()
         passes = _Passes()
@@ -684,12 +705,7 @@ def run_streamed(
         if len(set(files)) < len(files):
             raise ParameterError(f"--name {options.file_template!r} gives two sources the same file name")
 
-        manifest = new_manifest(
-            job.command,
-            {"method": spec.name, **pipeline.params_record(job.params), **pipeline._write_record(options)},
-        )
-        manifest["folder"] = str(job.folder)
-        manifest["inputs"] = [record]
+        manifest = pipeline.start_manifest(job, spec, record)
         outputs = [
             {
                 "file": file,

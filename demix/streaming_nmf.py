@@ -35,7 +35,7 @@ import numpy as np
 from demix.errors import ParameterError
 from demix.inputs import input_stem
 from demix.jobs import Job
-from demix.manifest import clean, new_manifest
+from demix.manifest import clean
 from demix.methods.nmf import beta_nmf
 from demix.methods.nmf_grouping import Grouping, group_components, split_transients
 from demix.methods.nmf_separate import MASK_POWER, NMFParams, _divergence_record, _source_facts
@@ -99,23 +99,16 @@ def run_nmf_streamed(
 ) -> dict[str, Any]:
     """``run_job`` for ``nmf`` on a long input: the in-memory manifest, with ``streaming`` added."""
     from demix import pipeline
-    from demix.streaming import open_recording
-    from demix.types import Signal
+    from demix.streaming import opened_run
 
     params: NMFParams = job.params
     options = job.options
     n_fft, hop = params.n_fft, params.hop
-    timings: dict[str, float] = {}
-    tic = time.perf_counter()
-    with open_recording(job.source, options.sample_rate, start=options.start, duration=options.duration) as (
-        recording,
-        record,
-    ), tempfile.TemporaryDirectory(prefix="demix-nmf-") as work:  # fmt: skip
+    with opened_run(job, spec) as opened, tempfile.TemporaryDirectory(prefix="demix-nmf-") as work:
+        recording, record, timings = opened.recording, opened.record, opened.timings
         T, C, rate = recording.frames, recording.channels, recording.sample_rate
         if n_fft > T:
             raise ParameterError(f"the input has {T} samples, shorter than one frame (--n-fft {n_fft})")
-        pipeline._check_fit_to_run(spec, Signal(np.empty((C, 0)), rate), job)
-        timings["load_s"] = time.perf_counter() - tic
         tic = time.perf_counter()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -158,26 +151,13 @@ def run_nmf_streamed(
 
         tic = time.perf_counter()
         gain = run_gain([stitched.peak])
-        rms, kurtosis = stitched.rms(), stitched.kurtosis()
         names = grouping.names
         stem = input_stem(job.source)
         files = [options.file_name(stem, name, i + 1) for i, name in enumerate(names)]
         if len(set(files)) < len(files):
             raise ParameterError(f"--name {options.file_template!r} gives two sources the same file name")
         facts = _source_facts(grouping)
-        outputs = [
-            {
-                "file": file,
-                "role": "source",
-                "rms": round(float(gain * rms[j]), 6),
-                "peak": round(float(gain * stitched.peak[j]), 6),
-                "name": names[j],
-                "kurtosis": round(kurtosis[j], 3),
-                "method_index": j,
-                **facts[j],
-            }
-            for j, file in enumerate(files)
-        ]
+        outputs = stitched.output_records(files, names, gain, range(n_src), facts)
         from demix.streaming import stage_all
 
         refinement = None
@@ -191,12 +171,7 @@ def run_nmf_streamed(
             "mask_power": MASK_POWER,
             "bases_fit": fit_record,
         }
-        manifest = new_manifest(
-            job.command,
-            {"method": spec.name, **pipeline.params_record(params), **pipeline._write_record(options)},
-        )
-        manifest["folder"] = str(job.folder)
-        manifest["inputs"] = [record]
+        manifest = pipeline.start_manifest(job, spec, record)
         with RunFolder(job.folder) as run:
             stage_all(
                 run,

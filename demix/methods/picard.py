@@ -326,10 +326,21 @@ def picard(
     rng = np.random.default_rng(seed)
     idx = warm_indices(Z.shape[1], rng)
     warm = None if idx is None else np.ascontiguousarray(Z[:, idx])
-    return fit(
-        white, Z, warm, rng, ortho=bool(ortho), extended=extended, max_iter=max_iter, tol=tol,
-        m=m, lambda_min=lambda_min, ls_tries=ls_tries, callback=callback,
-    )  # fmt: skip
+    settings = Settings(bool(ortho), extended, max_iter, tol, m, lambda_min, ls_tries)
+    return fit(white, Z, warm, rng, settings, callback)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How :func:`fit` iterates: :func:`picard`'s options of the same names."""
+
+    ortho: bool
+    extended: bool = True
+    max_iter: int = 500
+    tol: float = 1e-7
+    m: int = 7
+    lambda_min: float = 0.01
+    ls_tries: int = 10
 
 
 def fit(
@@ -337,14 +348,7 @@ def fit(
     Z: Whitened,
     warm: np.ndarray | None,
     rng: np.random.Generator,
-    *,
-    ortho: bool,
-    extended: bool = True,
-    max_iter: int = 500,
-    tol: float = 1e-7,
-    m: int = 7,
-    lambda_min: float = 0.01,
-    ls_tries: int = 10,
+    settings: Settings,
     callback: Callback | None = None,
 ) -> ICAResult:
     """Picard on whitened data ``Z``: an array, or a :class:`~demix.methods.fastica.BlockSource`
@@ -352,12 +356,14 @@ def fit(
 
     ``warm`` is the warm-start subsample (``Z`` at :func:`~demix.methods.fastica.warm_indices`,
     or None) and ``rng`` the generator those indices were drawn from, which then draws the
-    initial rotation; the other parameters are :func:`picard`'s. Every likelihood evaluation on
+    initial rotation; ``settings`` are :func:`picard`'s options. Every likelihood evaluation on
     the full data is one pass over ``Z``, and only such a pass can meet the stopping rule: on disk
     as in memory, the result is a stationary point of the full-data likelihood to ``tol``. The
     sources are ``white.whitened`` unmixed (none, ``(n, 0)``, when the whitening holds no data).
     """
-    solver = _Solver(ortho, extended, m, lambda_min, ls_tries, callback, max_iter)
+    ortho, tol = settings.ortho, settings.tol
+    solver = _Solver(ortho, settings.extended, settings.m, settings.lambda_min, settings.ls_tries, callback,
+                     settings.max_iter)  # fmt: skip
     data = _Data(Z, _whitened_covariance(white))
     with one_blas_thread():
         W = _random_rotation(rng, Z.shape[0])
