@@ -459,13 +459,17 @@ def _blas_in_use() -> int | None:
 
 
 def warm_up() -> None:
-    """Run the model-fit check once on noise: librosa's STFT is imported and the numba code it
-    uses loaded (seconds, the first time in a process), so processes forked afterwards start warm."""
+    """Run the STFT of the time-frequency methods and the model-fit check once on noise: librosa
+    is imported and the code it loads on first use is loaded (seconds, the first time in a
+    process), so processes forked afterwards start warm."""
     import numpy as np
 
     from demix.model_fit import envelope_correlation
+    from demix.spectral import stft
 
-    envelope_correlation(np.random.default_rng(0).standard_normal((2, 8000)), 16000)
+    noise = np.random.default_rng(0).standard_normal((2, 8000))
+    stft(noise, 512, 128)
+    envelope_correlation(noise, 16000)
 
 
 if os.environ.get(_WARM_UP) == "1" and multiprocessing.parent_process() is None:

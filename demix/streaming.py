@@ -1,5 +1,10 @@
 """Long recordings in bounded memory: linear methods fitted on statistics, applied block by block.
 
+Every method streams (``MethodSpec.stream``) in one of three ways: the linear methods here;
+``nmf`` with bases learnt on excerpts (:mod:`demix.streaming_nmf`); ``iva``, ``duet``,
+``repet`` and ``nmf --bases`` in overlapping segments (:mod:`demix.segmented`). This module
+also holds what they share: reading a recording block by block, deciding to stream, staging.
+
 The in-memory path holds the whole signal in float64 several times over (about five copies: the
 input, the whitened data, the sources, the images, the written copy), which is 13 GB for an hour
 of stereo at 44.1 kHz. For the instantaneous methods (``ica`` with FastICA, Picard or JADE,
