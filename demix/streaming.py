@@ -85,7 +85,7 @@ from demix.jobs import DEFAULT_MAX_MEMORY_MB, Job, WriteOptions
 from demix.manifest import clean
 from demix.methods import fastica, jade, picard, sobi
 from demix.methods.lagged import check_lags, lagged_products
-from demix.methods.n_sources import SourcesSpec, count_sources, leading
+from demix.methods.n_sources import SourcesSpec, sources_whitening
 from demix.methods.whitening import PASS_VALUES, Whitening, whitening_from_statistics
 from demix.model_fit import _BLOCK_S, _MAX_BLOCKS, check_model_fit
 from demix.outputs import RunFolder
@@ -496,12 +496,7 @@ def _check_length(recording: Recording, min_samples: int) -> None:
 def _whitening_sources(stats: Statistics, spec: SourcesSpec) -> Whitening:
     """:func:`~demix.methods.n_sources.whiten_sources`'s transform (``-n`` a count, fraction or
     ``auto``) from the statistics pass."""
-    if spec is None:
-        return whitening_from_statistics(stats.mean, stats.covariance)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # a rank below the channel count: decided here
-        full = whitening_from_statistics(stats.mean, stats.covariance)
-    return leading(full, count_sources(full.eigenvalues, spec, rank=full.rank))
+    return sources_whitening(lambda: whitening_from_statistics(stats.mean, stats.covariance), spec)
 
 
 def _fit_jade(

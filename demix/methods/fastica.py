@@ -75,7 +75,7 @@ from demix.errors import ConvergenceWarning
 from demix.methods.whitening import PASS_VALUES, Whitening, blocks, check_mixture, whiten
 from demix.types import Callback, Instantaneous, IterInfo, Separation
 
-__all__ = ["BlockSource", "FastICAParams", "fastica", "fit", "separate", "warm_indices"]
+__all__ = ["BlockSource", "FastICAParams", "blocks_of", "fastica", "fit", "separate", "warm_indices"]
 
 Algorithm = Literal["parallel", "deflation"]
 Fun = Literal["logcosh", "exp", "cube"]
@@ -371,7 +371,7 @@ def warm_indices(n_samples: int, rng: np.random.Generator) -> np.ndarray | None:
     return np.arange(_WARM_SAMPLES) * stride + rng.integers(0, stride, _WARM_SAMPLES)
 
 
-def _blocks_of(Z: Whitened, size: int) -> Iterable[np.ndarray]:
+def blocks_of(Z: Whitened, size: int) -> Iterable[np.ndarray]:
     """Consecutive blocks of ``size`` samples of an array, or of a :class:`BlockSource`'s pass."""
     if isinstance(Z, np.ndarray):
         return (Z[:, a : a + size] for a in blocks(Z.shape[1], size))
@@ -388,7 +388,7 @@ def _expectations(W: np.ndarray, Z: Whitened, contrast: _Contrast) -> tuple[np.n
     scratch = np.empty_like(Y)
     gz = np.zeros((r, m))
     gprime = np.zeros(r)
-    for zb in _blocks_of(Z, size):
+    for zb in blocks_of(Z, size):
         k = zb.shape[1]
         yb = Y[:, :k]
         np.matmul(W32, zb, out=yb)
@@ -505,7 +505,7 @@ def _negentropy(W: np.ndarray, Z: Whitened, fun: str) -> np.ndarray:
     total = np.zeros(W.shape[0])
     size = _BLOCK_VALUES // Z.shape[0]
     W32 = W.astype(np.float32)
-    for zb in _blocks_of(Z, size):
+    for zb in blocks_of(Z, size):
         total += G(W32 @ zb).sum(axis=1, dtype=np.float64)
     return (total / Z.shape[1] - gaussian) ** 2
 

@@ -42,7 +42,7 @@ import numpy as np
 
 from demix import checks
 from demix.errors import ConvergenceWarning, ParameterError
-from demix.methods.fastica import Whitened, _blocks_of
+from demix.methods.fastica import Whitened, blocks_of
 from demix.methods.jointdiag import joint_diagonalise
 from demix.methods.n_sources import SourcesSpec, check_spec, whiten_sources
 from demix.methods.picard import ICAResult, finish, one_blas_thread, to_separation
@@ -215,7 +215,7 @@ def cumulant_matrices(Z: Whitened) -> np.ndarray:
     size = max(64, _BLOCK_VALUES // n_pairs)
     P = np.empty((n_pairs, min(T, size)), dtype=np.float32)
     with one_blas_thread():
-        for block in _blocks_of(Z, size):
+        for block in blocks_of(Z, size):
             zb = block.astype(np.float32, copy=False)
             k = zb.shape[1]
             Pb = P[:, :k]

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import replace
 
 import numpy as np
@@ -173,13 +174,21 @@ def whiten_sources(X: np.ndarray, spec: SourcesSpec) -> Whitening:
     from demix.methods.picard import one_blas_thread
 
     with one_blas_thread():
-        if spec is None:
-            return whiten(X, None)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # a rank below the channel count: decided here
-            full = whiten(X, None)
-    n = count_sources(full.eigenvalues, spec, rank=full.rank)
-    return leading(full, n)
+        return sources_whitening(lambda: whiten(X, None), spec)
+
+
+def sources_whitening(full_whitening: Callable[[], Whitening], spec: SourcesSpec) -> Whitening:
+    """The whitening ``full_whitening()`` makes, kept to the ``spec`` leading components.
+
+    With a count, fraction or ``auto`` the rank warning of the full whitening is silenced: how
+    many components to keep is decided here, from its eigenvalues.
+    """
+    if spec is None:
+        return full_whitening()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        full = full_whitening()
+    return leading(full, count_sources(full.eigenvalues, spec, rank=full.rank))
 
 
 def leading(white: Whitening, n: int) -> Whitening:

@@ -76,7 +76,7 @@ from scipy import linalg
 
 from demix import checks
 from demix.errors import ConvergenceWarning, ParameterError
-from demix.methods.fastica import Whitened, _blocks_of, warm_indices
+from demix.methods.fastica import Whitened, blocks_of, warm_indices
 from demix.methods.whitening import Whitening, column_signs
 from demix.types import Callback, Instantaneous, IterInfo, Separation
 
@@ -510,7 +510,7 @@ def _statistics(W: np.ndarray, data: _Data, diagonal: bool) -> _Stats:
     tsq = np.zeros(n)
     tysq = np.zeros(n)
     tz = np.zeros((n, n))
-    for zb in _blocks_of(Z, size):
+    for zb in blocks_of(Z, size):
         k = zb.shape[1]
         yb, tb, ab, b64 = y32[:, :k], t32[:, :k], a32[:, :k], buf64[:, :k]
         # y in float64, then rounded sample by sample: rounding W itself to float32 would bias
