@@ -26,8 +26,9 @@ __all__ = ["ScratchSources"]
 class ScratchSources:
     """``n`` sources of ``channels`` channels each, appended piece by piece to scratch files.
 
-    Tracks per source the peak (all channels), the energy (for the RMS) and the raw moments of
-    the channel mean (for the excess kurtosis, measured as the in-memory path measures it).
+    Tracks per source the peak (all channels), the energy (for the RMS; at channel 0 too, to order
+    sources loudest first there) and the raw moments of the channel mean (for the excess
+    kurtosis, measured as the in-memory path measures it).
     """
 
     def __init__(self, folder: Path, n: int, channels: int, sample_rate: int) -> None:
@@ -40,6 +41,7 @@ class ScratchSources:
         self.frames = 0
         self.peak = np.zeros(n)
         self.energy = np.zeros(n)
+        self.energy_first = np.zeros(n)  # at channel 0 only
         self.moments = np.zeros((4, n))  # Σ m, m², m³, m⁴ of the channel mean m
 
     def append(self, sources: np.ndarray) -> None:
@@ -50,6 +52,7 @@ class ScratchSources:
             m2 = m * m
             self.peak[j] = max(self.peak[j], float(np.max(np.abs(y), initial=0.0)))
             self.energy[j] += float(np.sum(y * y))
+            self.energy_first[j] += float(np.dot(y[0], y[0]))
             self.moments[:, j] += [m.sum(), m2.sum(), (m2 * m).sum(), (m2 * m2).sum()]
         self.frames += sources.shape[-1]
 

@@ -29,10 +29,11 @@ at their peak (``iva`` 1.5 GB for one minute of stereo at 44.1 kHz). For a recor
    while their peak accumulates; the run gain follows, then one pass writes them: one gain per
    run, never a clip.
 
-Unnamed sources are written loudest first (energy over the whole recording, every channel), as
-the in-memory methods order theirs. Per-source facts are the median over segments of each
-numeric fact (``iva``'s ``power_share``, ``duet``'s pan and delay); run-level diagnostics are
-the first segment's, with the number of segments in the manifest's ``streaming`` record.
+Unnamed sources are written loudest first at channel 0 over the whole recording, as in-memory
+``iva`` orders them (in-memory ``duet`` orders by pan; its pans are in each source's facts).
+Per-source facts are the median over segments of each numeric fact (``iva``'s ``power_share``,
+``duet``'s pan and delay); run-level diagnostics are the first segment's, with the number of
+segments in the manifest's ``streaming`` record.
 """
 
 from __future__ import annotations
@@ -256,7 +257,7 @@ def run_segmented(
             order = list(range(len(stitched.paths)))
             names = tuple(first.names)
         else:
-            order = [int(i) for i in np.argsort(-stitched.energy, kind="stable")]
+            order = [int(i) for i in np.argsort(-stitched.energy_first, kind="stable")]
             names = tuple(f"source_{i + 1}" for i in range(len(order)))
         merged = _median_facts(facts) if facts[0] else [{} for _ in order]
         files = [options.file_name(input_stem(job.source), name, i + 1) for i, name in enumerate(names)]

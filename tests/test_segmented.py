@@ -99,6 +99,8 @@ def test_stitched_sources_are_the_true_ones_sample_for_sample(tmp_path: Path, sh
         assert min(errors) < 1e-6, errors  # float32 files: 2^-24 of full scale
         assert output["level"] == _A[0, int(np.argmin(errors))]  # its facts followed it
     assert manifest["layout"] == "images" and manifest["convergence"]["n_iter"] == 3
+    at_mic_0 = [np.sum(sf.read(tmp_path / "out" / o["file"])[0][:, 0] ** 2) for o in manifest["outputs"]]
+    assert at_mic_0[0] > at_mic_0[1]  # loudest first at channel 0, as in-memory iva orders
 
 
 def _speech_pair(seconds: float) -> tuple[np.ndarray, np.ndarray]:
