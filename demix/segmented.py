@@ -49,7 +49,7 @@ from typing import Any
 
 import numpy as np
 
-from demix.errors import ParameterError
+from demix.errors import DemixError, ParameterError
 from demix.history import History
 from demix.inputs import input_stem
 from demix.jobs import Job
@@ -193,6 +193,65 @@ def _fix_count(spec: MethodSpec, recording: Any, params: Any) -> Any:
     return params
 
 
+@dataclasses.dataclass
+class _Stitched:
+    """What the segments gave: the stitched sources, the first segment's separation (names,
+    layout, diagnostics), and per segment the facts (in the stitched order) and convergence."""
+
+    stitched: ScratchSources
+    first: Separation
+    facts: list[Sequence[dict[str, Any]]] = dataclasses.field(default_factory=list)
+    iterations: list[int] = dataclasses.field(default_factory=list)
+    changes: list[float | None] = dataclasses.field(default_factory=list)
+    converged: list[bool] = dataclasses.field(default_factory=list)
+
+    def add(self, separation: Separation, order: Sequence[int]) -> None:
+        self.facts.append([separation.facts[i] for i in order] if separation.facts else [])
+        self.iterations.append(separation.n_iter)
+        self.changes.append(separation.final_change)
+        self.converged.append(separation.converged)
+
+
+def _separate_segments(
+    spec: MethodSpec, recording: Any, segments: Segments, params: Any, history: History, work: Path
+) -> _Stitched:
+    """Separate every segment, match its sources to the running ones, cross-fade, append."""
+    starts = segments.starts()
+    progress = _SegmentProgress(history, len(starts))
+    run: _Stitched | None = None
+    tail = np.empty(0)  # the running sources over the next overlap, not yet written
+    try:
+        for k, a in enumerate(starts):
+            progress.index = k
+            X = recording.read(a, min(segments.length, recording.frames - a))
+            separation = spec.separate(X, recording.sample_rate, params, progress)
+            images = _as_images(separation)
+            if run is None:
+                stitched = ScratchSources(work, len(images), images.shape[1], recording.sample_rate)
+                run = _Stitched(stitched, separation)
+                order = list(range(len(images)))
+            else:
+                if len(images) != len(run.stitched.paths):
+                    raise DemixError(
+                        f"{spec.name}: segment {k + 1} gave {len(images)} sources and the first "
+                        f"{len(run.stitched.paths)}; separate with a fixed -n/--sources"
+                    )
+                shared = tail.shape[-1]  # samples both segments separated
+                order = match_sources(tail, images[..., :shared], run.first.names, separation.names)
+                images = images[order]
+                fade = crossfade(shared)
+                images[..., :shared] = tail * (1 - fade) + images[..., :shared] * fade
+            keep = 0 if k == len(starts) - 1 else a + images.shape[-1] - starts[k + 1]
+            run.stitched.append(images[..., : images.shape[-1] - keep])
+            tail = images[..., images.shape[-1] - keep :]
+            run.add(separation, order)
+    finally:
+        if run is not None:
+            run.stitched.close()
+    assert run is not None
+    return run
+
+
 def run_segmented(
     job: Job, spec: MethodSpec, plan: Any, *, callback: Callback | None = None
 ) -> dict[str, Any]:
@@ -205,50 +264,14 @@ def run_segmented(
         recording, record, timings = opened.recording, opened.record, opened.timings
         T, C, rate = recording.frames, recording.channels, recording.sample_rate
         segments = plan_segments(spec, C, T, rate, plan.memory_bound_mb)
-        starts = segments.starts()
 
         tic = time.perf_counter()
         history = History(callback)
-        progress = _SegmentProgress(history, len(starts))
-        stitched: ScratchSources | None = None
-        facts: list[Sequence[dict[str, Any]]] = []
-        iterations, changes, converged = [], [], True
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             params = _fix_count(spec, recording, job.params)
-            first: Separation | None = None
-            tail = np.empty(0)  # the running sources over the next overlap, not yet written
-            written = 0
-            for k, a in enumerate(starts):
-                progress.index = k
-                separation = spec.separate(
-                    recording.read(a, min(segments.length, T - a)), rate, params, progress
-                )
-                images = _as_images(separation)
-                if first is None:
-                    first = separation
-                    stitched = ScratchSources(Path(work), len(images), images.shape[1], rate)
-                    order = list(range(len(images)))
-                else:
-                    shared = written + tail.shape[-1] - a  # samples both segments separated
-                    order = match_sources(
-                        tail[..., -shared:], images[..., :shared], first.names, separation.names
-                    )
-                    images = images[order]
-                    fade = crossfade(shared)
-                    images[..., :shared] = tail[..., -shared:] * (1 - fade) + images[..., :shared] * fade
-                last = k == len(starts) - 1
-                keep = 0 if last else images.shape[-1] - (starts[k + 1] - a)
-                assert stitched is not None
-                stitched.append(images[..., : images.shape[-1] - keep])
-                written += images.shape[-1] - keep
-                tail = images[..., images.shape[-1] - keep :]
-                facts.append([separation.facts[i] for i in order] if separation.facts else [])
-                iterations.append(separation.n_iter)
-                changes.append(separation.final_change)
-                converged = converged and separation.converged
-            assert stitched is not None and first is not None
-            stitched.close()
+            run = _separate_segments(spec, recording, segments, params, history, Path(work))
+        stitched, first = run.stitched, run.first
         timings["separate_s"] = time.perf_counter() - tic
 
         tic = time.perf_counter()
@@ -259,36 +282,36 @@ def run_segmented(
         else:
             order = [int(i) for i in np.argsort(-stitched.energy_first, kind="stable")]
             names = tuple(f"source_{i + 1}" for i in range(len(order)))
-        merged = _median_facts(facts) if facts[0] else [{} for _ in order]
+        merged = _median_facts(run.facts) if run.facts[0] else [{} for _ in order]
         files = [options.file_name(input_stem(job.source), name, i + 1) for i, name in enumerate(names)]
         if len(set(files)) < len(files):
             raise ParameterError(f"--name {options.file_template!r} gives two sources the same file name")
         outputs = stitched.output_records(files, names, gain, order, [merged[j] for j in order])
         manifest = pipeline.start_manifest(job, spec, record)
-        with RunFolder(job.folder) as run:
+        with RunFolder(job.folder) as folder:
             stage_all(
-                run,
+                folder,
                 files,
                 lambda paths: stitched.copy_scaled(paths, gain, options, plan.block_samples, order),
             )
             timings["write_s"] = time.perf_counter() - tic
-            finite = [c for c in changes if c is not None]
+            finite = [c for c in run.changes if c is not None]
             manifest.update(
                 outputs=outputs,
                 layout=first.layout,
                 gain=gain,
                 model=None,
                 convergence={
-                    "n_iter": max(iterations),
-                    "converged": converged,
+                    "n_iter": max(run.iterations),
+                    "converged": all(run.converged),
                     "final_change": max(finite) if finite else None,
                     "history": history.record(),
                 },
                 diagnostics=first.diagnostics,
-                warnings=segment_warnings(caught, len(starts)),
+                warnings=segment_warnings(caught, len(run.converged)),
                 timings={key: round(v, 4) for key, v in timings.items()},
                 streaming={**plan.record(2), **segments.record()},
             )
             manifest = clean(manifest)
-            run.commit(manifest)
+            folder.commit(manifest)
     return manifest
