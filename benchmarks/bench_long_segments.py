@@ -16,7 +16,8 @@ Run with ``.venv/bin/python benchmarks/bench_long_segments.py [--minutes 60] [--
    ``duet``: SI-SDR at microphone 0 of two real talkers (LibriSpeech, looped) reaching the two
    microphones with different gains and delays, at 16 kHz; ``repet`` and ``nmf --bases``: SDR at
    channel 0 of the stems: for ``nmf --bases`` the synthetic song's drums and notes
-   (``songs.py``, stereo, 44.1 kHz), for ``repet`` a looped 8 s bar of it under a real voice.
+   (``songs.py``, stereo, 44.1 kHz), for ``repet`` a looped 8 s bar of it under real speech that
+   never repeats (pitch-shifted passes).
 
 The machine is shared: wall times are noisy, memory is not.
 """
@@ -139,19 +140,35 @@ def song_scores(folder: Path, manifest: dict, stems: np.ndarray) -> list[float]:
     return [float(row.max()) for row in sdr]
 
 
+def varied_voice(samples: int, rate: int, seed: int = 0) -> np.ndarray:
+    """Speech that never repeats: the three LibriSpeech readings in turn, each pass pitch-shifted
+    by its own random amount (±4 semitones), so no passage of the voice recurs — a voice looped
+    as-is repeats every ~14 s and REPET rightly takes it for accompaniment."""
+    import librosa
+
+    rng = np.random.default_rng(seed)
+    readings = [sf.read(DATA / "librosa_data" / name)[0] for name in
+                ("libri3_198-209-0000_female_16k.wav", "libri1_5703-47212-0000_male_16k.wav",
+                 "libri2_3436-172162-0000_male_16k.wav")]  # fmt: skip
+    passes, total = [], 0
+    while total * rate < samples * 16000:
+        shifted = librosa.effects.pitch_shift(readings[len(passes) % 3], sr=16000, n_steps=rng.uniform(-4, 4))
+        passes.append(shifted / np.std(shifted))
+        total += len(shifted)
+    return librosa.resample(np.concatenate(passes), orig_sr=16000, target_sr=rate)[:samples]
+
+
 def loop_song(path: Path, minutes: float, rate: int = 44100) -> np.ndarray:
     """REPET's case: an accompaniment that repeats (an 8 s bar of ``songs.py``'s drums and notes,
-    looped) under a voice that does not (LibriSpeech, looped every ~14 s), stereo with the voice
-    in the middle; the channel-0 stems ``(voice, accompaniment)``."""
-    import librosa
+    looped) under a voice that does not (:func:`varied_voice`), stereo with the voice in the
+    middle; the channel-0 stems ``(voice, accompaniment)``."""
     from songs import make_song
 
     n = int(minutes * 60 * rate)
     bar = make_song(8.0, rate, seed=6).mixture
     music = np.tile(bar, n // len(bar) + 1)[:n]
-    voice = librosa.resample(sf.read(DATA / "librosa_data" / "libri3_198-209-0000_female_16k.wav")[0],
-                             orig_sr=16000, target_sr=rate)  # fmt: skip
-    voice = np.tile(voice, n // len(voice) + 1)[:n] * (np.std(music) / np.std(voice))
+    voice = varied_voice(n, rate)
+    voice *= np.std(music) / np.std(voice)
     scale = 0.45 / (np.abs(music).max() + np.abs(voice).max())
     sf.write(path, scale * np.stack([voice + music, voice + 0.7 * music]).T, rate, subtype="FLOAT")
     return scale * np.stack([voice, music])

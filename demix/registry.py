@@ -28,7 +28,7 @@ from demix.types import Callback, Separation
 __all__ = ["METHODS", "MethodSpec", "method_spec"]
 
 ModelKind = Literal["instantaneous", "none"]
-StreamKind = Literal["statistics", "bases", "segments"]
+StreamKind = Literal["statistics", "bases", "repetitions", "segments"]
 Runner = Callable[[np.ndarray, int, Any, Callback | None], Separation]
 
 #: Copies of the float64 input a linear method's in-memory path holds at its peak (input, whitened
@@ -59,13 +59,15 @@ class MethodSpec:
         Float64 copies of the input its in-memory path holds at its peak (measured on minutes of
         stereo at 44.1 kHz, issue 15): the input times this is what deciding to stream, and
         sizing a segment, weigh against ``--max-memory``.
-    stream : {"statistics", "bases", "segments"} or None
+    stream : {"statistics", "bases", "repetitions", "segments"} or None
         How it separates a long file in bounded memory (None: it holds its input in memory).
         ``statistics``: one linear model fitted on statistics accumulated block by block and
         applied block by block (:mod:`demix.streaming`); ``bases``: NMF bases learnt on excerpts,
         then fixed while each segment's activations are fitted (:mod:`demix.streaming_nmf`);
-        ``segments``: the method runs on overlapping segments, its sources matched across each
-        overlap and cross-faded (:mod:`demix.segmented`).
+        ``repetitions``: REPET's neighbours searched over the whole spectrogram, kept on disk,
+        and its masks applied section by section (:mod:`demix.streaming_repet`; ``--refine
+        nmf`` in segments); ``segments``: the method runs on overlapping segments, its sources
+        matched across each overlap and cross-faded (:mod:`demix.segmented`).
     """
 
     name: str
@@ -134,7 +136,7 @@ METHODS: dict[str, MethodSpec] = {
         MethodSpec(
             "duet", "duet", duet.DuetParams, duet.separate, "none", 32, min_channels=2, stream="segments"
         ),
-        MethodSpec("repet", "repet", repet.RepetParams, repet.separate, "none", 14, stream="segments"),
+        MethodSpec("repet", "repet", repet.RepetParams, repet.separate, "none", 14, stream="repetitions"),
         MethodSpec("iva", "iva", iva.IVAParams, iva.separate, "none", 32, min_channels=2, stream="segments"),
     )
 }

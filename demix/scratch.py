@@ -11,16 +11,21 @@ float32 keeps 24 bits of mantissa: below the resolution of every integer subtype
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import soundfile as sf
 
-from demix.jobs import WriteOptions
+from demix.errors import ParameterError
+from demix.jobs import Job, WriteOptions
 
-__all__ = ["ScratchSources"]
+if TYPE_CHECKING:
+    from demix.registry import MethodSpec
+
+__all__ = ["ScratchSources", "commit_run"]
 
 
 class ScratchSources:
@@ -108,3 +113,50 @@ class ScratchSources:
             ) as out:  # fmt: skip
                 for piece in handle.blocks(block, dtype="float64", always_2d=True):
                     out.write(piece * gain)
+
+
+def commit_run(
+    job: Job,
+    spec: MethodSpec,
+    record: dict[str, Any],
+    stitched: ScratchSources,
+    names: Sequence[str],
+    order: Sequence[int],
+    facts: Sequence[dict[str, Any]],
+    *,
+    block: int,
+    timings: dict[str, float],
+    **fields: Any,
+) -> dict[str, Any]:
+    """Write scratch source ``order[i]`` as the run's output ``i`` (named ``names[i]`` through
+    ``--name``), all scaled by the run gain as in memory (1 with ``--scale unit``), and commit the
+    manifest: the in-memory one, with ``fields`` (``layout``, ``convergence``, ``diagnostics``,
+    ``warnings``, ``streaming``) and ``timings`` plus the writing time."""
+    from demix import pipeline
+    from demix.inputs import input_stem
+    from demix.manifest import clean
+    from demix.outputs import RunFolder
+    from demix.post import run_gain
+    from demix.streaming import stage_all
+
+    tic = time.perf_counter()
+    options = job.options
+    gain = 1.0 if options.scale == "unit" else run_gain([stitched.peak])
+    files = [options.file_name(input_stem(job.source), name, i + 1) for i, name in enumerate(names)]
+    if len(set(files)) < len(files):
+        raise ParameterError(f"--name {options.file_template!r} gives two sources the same file name")
+    outputs = stitched.output_records(files, names, gain, order, facts)
+    manifest = pipeline.start_manifest(job, spec, record)
+    with RunFolder(job.folder) as folder:
+        stage_all(folder, files, lambda paths: stitched.copy_scaled(paths, gain, options, block, order))
+        timings["write_s"] = time.perf_counter() - tic
+        manifest.update(
+            outputs=outputs,
+            gain=gain,
+            model=None,
+            **fields,
+            timings={key: round(value, 4) for key, value in timings.items()},
+        )
+        manifest = clean(manifest)
+        folder.commit(manifest)
+    return manifest

@@ -1,4 +1,4 @@
-"""``iva``, ``duet``, ``repet`` and supervised ``nmf`` on long recordings: overlapping segments.
+"""``iva``, ``duet``, ``repet --refine nmf`` and supervised ``nmf`` on long recordings: overlapping segments.
 
 These methods fit their model on the STFT of the whole input and hold 20-36 float64 copies of it
 at their peak (``iva`` 1.5 GB for one minute of stereo at 44.1 kHz). For a recording longer than
@@ -10,7 +10,9 @@ at their peak (``iva`` 1.5 GB for one minute of stereo at 44.1 kHz). For a recor
    (too few frames for a model) is refused with the numbers, never silently exceeded.
 2. **A model per segment.** Each segment is separated on its own by the method's runner with the
    run's parameters: ``iva`` fits demixing matrices per segment, ``duet`` its pans and delays
-   (which also follows sources that move), ``repet`` searches repetitions within the segment,
+   (which also follows sources that move), ``repet --refine nmf`` searches repetitions and fits
+   its NMF models within the segment (plain ``repet`` searches the whole recording:
+   :mod:`demix.streaming_repet`),
    supervised ``nmf`` fits activations (and its free components) per segment. A count the method
    would choose itself (``duet -n auto``) is chosen once, before the first segment, from the
    whole recording (:func:`demix.methods.duet.count_sources_streamed`), so every segment
@@ -51,13 +53,9 @@ import numpy as np
 
 from demix.errors import DemixError, ParameterError
 from demix.history import History
-from demix.inputs import input_stem
 from demix.jobs import Job
-from demix.manifest import clean
-from demix.outputs import RunFolder
-from demix.post import run_gain
 from demix.registry import MethodSpec
-from demix.scratch import ScratchSources
+from demix.scratch import ScratchSources, commit_run
 from demix.types import Callback, IterInfo, Separation
 
 __all__ = ["MAX_SEGMENT_S", "MIN_SEGMENT_S", "OVERLAP_S", "Segments", "plan_segments", "run_segmented"]
@@ -256,10 +254,8 @@ def run_segmented(
     job: Job, spec: MethodSpec, plan: Any, *, callback: Callback | None = None
 ) -> dict[str, Any]:
     """``run_job`` for a method that streams in segments: the in-memory manifest, with ``streaming``."""
-    from demix import pipeline
-    from demix.streaming import opened_run, stage_all
+    from demix.streaming import opened_run
 
-    options = job.options
     with opened_run(job, spec) as opened, tempfile.TemporaryDirectory(prefix="demix-segments-") as work:
         recording, record, timings = opened.recording, opened.record, opened.timings
         T, C, rate = recording.frames, recording.channels, recording.sample_rate
@@ -274,8 +270,6 @@ def run_segmented(
         stitched, first = run.stitched, run.first
         timings["separate_s"] = time.perf_counter() - tic
 
-        tic = time.perf_counter()
-        gain = 1.0 if options.scale == "unit" else run_gain([stitched.peak])
         if first.names is not None:
             order = list(range(len(stitched.paths)))
             names = tuple(first.names)
@@ -283,35 +277,20 @@ def run_segmented(
             order = [int(i) for i in np.argsort(-stitched.energy_first, kind="stable")]
             names = tuple(f"source_{i + 1}" for i in range(len(order)))
         merged = _median_facts(run.facts) if run.facts[0] else [{} for _ in order]
-        files = [options.file_name(input_stem(job.source), name, i + 1) for i, name in enumerate(names)]
-        if len(set(files)) < len(files):
-            raise ParameterError(f"--name {options.file_template!r} gives two sources the same file name")
-        outputs = stitched.output_records(files, names, gain, order, [merged[j] for j in order])
-        manifest = pipeline.start_manifest(job, spec, record)
-        with RunFolder(job.folder) as folder:
-            stage_all(
-                folder,
-                files,
-                lambda paths: stitched.copy_scaled(paths, gain, options, plan.block_samples, order),
-            )
-            timings["write_s"] = time.perf_counter() - tic
-            finite = [c for c in run.changes if c is not None]
-            manifest.update(
-                outputs=outputs,
-                layout=first.layout,
-                gain=gain,
-                model=None,
-                convergence={
-                    "n_iter": max(run.iterations),
-                    "converged": all(run.converged),
-                    "final_change": max(finite) if finite else None,
-                    "history": history.record(),
-                },
-                diagnostics=first.diagnostics,
-                warnings=segment_warnings(caught, len(run.converged)),
-                timings={key: round(v, 4) for key, v in timings.items()},
-                streaming={**plan.record(2), **segments.record()},
-            )
-            manifest = clean(manifest)
-            folder.commit(manifest)
+        finite = [c for c in run.changes if c is not None]
+        manifest = commit_run(
+            job, spec, record, stitched, names, order, [merged[j] for j in order],
+            block=plan.block_samples,
+            timings=timings,
+            layout=first.layout,
+            convergence={
+                "n_iter": max(run.iterations),
+                "converged": all(run.converged),
+                "final_change": max(finite) if finite else None,
+                "history": history.record(),
+            },
+            diagnostics=first.diagnostics,
+            warnings=segment_warnings(caught, len(run.converged)),
+            streaming={**plan.record(2), **segments.record()},
+        )  # fmt: skip
     return manifest

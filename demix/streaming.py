@@ -1,8 +1,9 @@
 """Long recordings in bounded memory: linear methods fitted on statistics, applied block by block.
 
-Every method streams (``MethodSpec.stream``) in one of three ways: the linear methods here;
-``nmf`` with bases learnt on excerpts (:mod:`demix.streaming_nmf`); ``iva``, ``duet``,
-``repet`` and ``nmf --bases`` in overlapping segments (:mod:`demix.segmented`). This module
+Every method streams (``MethodSpec.stream``) in one of four ways: the linear methods here;
+``nmf`` with bases learnt on excerpts (:mod:`demix.streaming_nmf`); ``repet`` with its search
+over the whole spectrogram on disk (:mod:`demix.streaming_repet`); ``iva``, ``duet`` and
+``nmf --bases`` in overlapping segments (:mod:`demix.segmented`). This module
 also holds what they share: reading a recording block by block, deciding to stream, staging.
 
 The in-memory path holds the whole signal in float64 several times over (about five copies: the
@@ -643,7 +644,11 @@ def run_streamed(
         from demix.streaming_nmf import run_nmf_streamed
 
         return run_nmf_streamed(job, spec, plan, callback=callback)
-    if spec.stream == "segments":
+    if spec.stream == "repetitions" and job.params.refine == "none":
+        from demix.streaming_repet import run_repet_streamed
+
+        return run_repet_streamed(job, spec, plan, callback=callback)
+    if spec.stream in ("segments", "repetitions"):  # repet --refine nmf: its NMF fits need segments
         from demix.segmented import run_segmented
 
         return run_segmented(job, spec, plan, callback=callback)

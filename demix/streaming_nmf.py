@@ -33,16 +33,12 @@ from typing import Any
 import numpy as np
 
 from demix.errors import ParameterError
-from demix.inputs import input_stem
 from demix.jobs import Job
-from demix.manifest import clean
 from demix.methods.nmf import beta_nmf
 from demix.methods.nmf_grouping import Grouping, group_components, split_transients
 from demix.methods.nmf_separate import MASK_POWER, NMFParams, _divergence_record, _source_facts
-from demix.outputs import RunFolder
-from demix.post import run_gain
 from demix.registry import MethodSpec
-from demix.scratch import ScratchSources
+from demix.scratch import ScratchSources, commit_run
 from demix.spectral import magnitude, overlap_add_section, soft_masks, stft_frames
 from demix.types import Callback
 
@@ -98,11 +94,9 @@ def run_nmf_streamed(
     job: Job, spec: MethodSpec, plan: Any, *, callback: Callback | None = None
 ) -> dict[str, Any]:
     """``run_job`` for ``nmf`` on a long input: the in-memory manifest, with ``streaming`` added."""
-    from demix import pipeline
     from demix.streaming import opened_run
 
     params: NMFParams = job.params
-    options = job.options
     n_fft, hop = params.n_fft, params.hop
     with opened_run(job, spec) as opened, tempfile.TemporaryDirectory(prefix="demix-nmf-") as work:
         recording, record, timings = opened.recording, opened.record, opened.timings
@@ -149,51 +143,24 @@ def run_nmf_streamed(
                 stitched.close()
         timings["separate_s"] = time.perf_counter() - tic
 
-        tic = time.perf_counter()
-        gain = run_gain([stitched.peak])
-        names = grouping.names
-        stem = input_stem(job.source)
-        files = [options.file_name(stem, name, i + 1) for i, name in enumerate(names)]
-        if len(set(files)) < len(files):
-            raise ParameterError(f"--name {options.file_template!r} gives two sources the same file name")
-        facts = _source_facts(grouping)
-        outputs = stitched.output_records(files, names, gain, range(n_src), facts)
-        from demix.streaming import stage_all
-
         refinement = None
         if refine:
             refinement = {"median_frames": width, "moved_fraction": moved / total_harm if total_harm else 0.0}
-        diagnostics = {
-            "grouping_rule": grouping.rule,
-            "transient_refinement": refinement,
-            **_divergence_record(res, float(params.beta)),
-            "spectrogram": "magnitude (channel RMS)",
-            "mask_power": MASK_POWER,
-            "bases_fit": fit_record,
-        }
-        manifest = pipeline.start_manifest(job, spec, record)
-        with RunFolder(job.folder) as run:
-            stage_all(
-                run,
-                files,
-                lambda paths: stitched.copy_scaled(paths, gain, options, plan.block_samples, range(n_src)),
-            )
-            timings["write_s"] = time.perf_counter() - tic
-            manifest.update(
-                outputs=outputs,
-                layout="mono" if C == 1 else "images",
-                gain=gain,
-                model=None,
-                convergence={
-                    "n_iter": res.n_iter,
-                    "converged": res.converged,
-                    "final_change": res.final_change,
-                },
-                diagnostics=diagnostics,
-                warnings=sorted({str(w.message) for w in caught}),
-                timings={k: round(v, 4) for k, v in timings.items()},
-                streaming={**plan.record(4), "segment_samples": segment},
-            )
-            manifest = clean(manifest)
-            run.commit(manifest)
+        manifest = commit_run(
+            job, spec, record, stitched, grouping.names, range(n_src), _source_facts(grouping),
+            block=plan.block_samples,
+            timings=timings,
+            layout="mono" if C == 1 else "images",
+            convergence={"n_iter": res.n_iter, "converged": res.converged, "final_change": res.final_change},
+            diagnostics={
+                "grouping_rule": grouping.rule,
+                "transient_refinement": refinement,
+                **_divergence_record(res, float(params.beta)),
+                "spectrogram": "magnitude (channel RMS)",
+                "mask_power": MASK_POWER,
+                "bases_fit": fit_record,
+            },
+            warnings=sorted({str(w.message) for w in caught}),
+            streaming={**plan.record(4), "segment_samples": segment},
+        )  # fmt: skip
     return manifest

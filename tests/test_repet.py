@@ -169,7 +169,7 @@ def test_median_over_a_varying_number_of_neighbours() -> None:
     V = rng.random((5, 30)).astype(np.float32)
     idx = rng.integers(0, 30, size=(30, 6))
     counts = rng.integers(0, 7, size=30)
-    M = repet_module._median_model(V, idx, counts)
+    M = repet_module._median_model(repet_module.ArrayFrames(V), V, idx, counts)
     for i in range(30):
         expect = V[:, i] if counts[i] == 0 else np.median(V[:, idx[i, : counts[i]]], axis=1)
         np.testing.assert_allclose(M[:, i], expect, rtol=1e-6)

@@ -4,8 +4,8 @@
   returns its sources in a different order every segment: the written files are the true sources
   sample for sample (a seam, a lost or doubled sample, a wrong match would show);
 * real methods on real speech: streamed ``iva`` and ``duet`` against the in-memory path and the
-  truth; ``duet -n auto`` counts from disk what it counts in memory; ``repet``'s stitched stems
-  still sum to the mixture across every seam;
+  truth; ``duet -n auto`` counts from disk what it counts in memory; ``repet --refine nmf``'s
+  stitched stems still sum to the mixture across every seam;
 * limits: a ``--max-memory`` too small for a segment is refused in one line with the number.
 """
 
@@ -180,12 +180,13 @@ def whole_omega(n_fft: int) -> np.ndarray:
     return 2.0 * np.pi * np.arange(n_fft // 2 + 1) / n_fft
 
 
-def test_streamed_repet_stems_sum_to_the_mixture_across_every_seam(tmp_path: Path) -> None:
+def test_refined_repet_runs_in_segments_whose_stems_sum_to_the_mixture(tmp_path: Path) -> None:
+    """``repet --refine nmf`` fits NMF to the whole spectrogram: on a long input, in segments."""
     from benchmarks.songs import make_song
 
     song = make_song(70.0, RATE, seed=3)
     sf.write(tmp_path / "song.wav", song.mixture, RATE, subtype="FLOAT")
-    params = registry.method_spec("repet").params()
+    params = registry.method_spec("repet").params(refine="nmf", max_iter=20, tol=0.0)
     job = Job("repet", "repet", params, tmp_path / "song.wav", tmp_path / "out",
               WriteOptions(subtype="FLOAT", max_memory_mb=22, scale="unit"))  # 25 s  # fmt: skip
     manifest = run_job(job, stream=True)

@@ -67,8 +67,9 @@ from __future__ import annotations
 import functools
 import math
 import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -79,13 +80,24 @@ from demix.spectral import apply_masks, magnitude, soft_masks, stft
 from demix.types import Callback, IterInfo, Separation
 
 __all__ = [
+    "BLOCK_FRAMES",
     "CONTEXT_S",
     "MAX_SEARCH_S",
     "MIN_STRUCTURE",
     "PEAK_SPACING_S",
+    "ArrayFrames",
+    "Frames",
+    "MaskTotals",
     "RepetParams",
     "RepetResult",
+    "Repetitions",
+    "accompaniment",
+    "below_high_pass",
+    "check_high_pass",
+    "describe",
+    "find_repetitions",
     "repet",
+    "repet_masks",
     "separate",
 ]
 
@@ -101,6 +113,7 @@ _MEDIAN_ENTRIES = 1 << 23  # gathered magnitudes per median block (32 MiB)
 _NETWORK_CHUNK = 1 << 16  # columns per pass of the sorting network
 _NMF_RANK = 20  # bases per source in the refinement
 _MASK_FRAMES = 4096  # frames per block of the soft masks
+BLOCK_FRAMES = 8192  # frames per block of the passes over the spectrogram
 
 
 @dataclass(frozen=True)
@@ -190,13 +203,18 @@ class RepetParams:
         checks.integer("--seed", self.seed, low=0)
 
 
-def _check_input(X: object, sample_rate: object, params: RepetParams) -> np.ndarray:
-    rate = checks.integer("sample_rate", sample_rate, low=1)
-    if params.high_pass >= rate / 2:
+def check_high_pass(params: RepetParams, sample_rate: int) -> None:
+    """``--high-pass`` must lie below the input's Nyquist frequency."""
+    if params.high_pass >= sample_rate / 2:
         raise ParameterError(
             f"--high-pass {params.high_pass:g} is invalid; expected a frequency below the input's "
-            f"Nyquist frequency {rate / 2:g} Hz"
+            f"Nyquist frequency {sample_rate / 2:g} Hz"
         )
+
+
+def _check_input(X: object, sample_rate: object, params: RepetParams) -> np.ndarray:
+    rate = checks.integer("sample_rate", sample_rate, low=1)
+    check_high_pass(params, rate)
     arr = np.asarray(X)
     if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
         raise ParameterError(f"the mixture must be a real (n_channels, n_samples) array, got {arr.shape}")
@@ -212,63 +230,142 @@ def _check_input(X: object, sample_rate: object, params: RepetParams) -> np.ndar
 
 
 # --------------------------------------------------------------------------- similarity
-def _leading_subspace(U: np.ndarray, r: int) -> np.ndarray:
-    """Orthonormal ``(F, r)`` basis of the leading left singular subspace of ``U`` ``(F, N)``.
+class Frames(Protocol):
+    """The magnitude spectrogram ``V`` ``(F, N)`` float32 as the search and the model read it:
+    in memory (:class:`ArrayFrames`) or from a scratch file of a long recording
+    (:mod:`demix.streaming_repet`)."""
+
+    n_freqs: int
+    n_frames: int
+
+    def blocks(self) -> Iterator[np.ndarray]:
+        """Consecutive column blocks ``(F, n)`` of ``V``, in order."""
+        ...
+
+    def gather(self, rows: np.ndarray) -> np.ndarray:
+        """Frames ``rows`` (any shape of indices) as ``(*rows.shape, F)`` float32."""
+        ...
+
+
+class ArrayFrames:
+    """:class:`Frames` of a spectrogram held in memory."""
+
+    def __init__(self, V: np.ndarray) -> None:
+        self.n_freqs, self.n_frames = V.shape
+        self.V = V
+        self.rows = np.ascontiguousarray(V.T)  # frames as rows: gathering copies whole rows
+
+    def blocks(self) -> Iterator[np.ndarray]:
+        for s in range(0, self.n_frames, BLOCK_FRAMES):
+            yield self.V[:, s : s + BLOCK_FRAMES]
+
+    def gather(self, rows: np.ndarray) -> np.ndarray:
+        return np.asarray(self.rows[rows])
+
+
+def _unit(V: np.ndarray) -> np.ndarray:
+    """Frames scaled to unit norm (float64; a silent frame stays zero)."""
+    U = V.astype(np.float64)
+    return U / np.maximum(np.sqrt(np.einsum("fn,fn->n", U, U)), 1e-30)
+
+
+def _block_sum(frames: Frames, term: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """``Σ term(U_b)`` over the blocks ``U_b`` of unit-norm frames, in order."""
+    total: np.ndarray | None = None
+    for V in frames.blocks():
+        part = term(_unit(V))
+        total = part if total is None else total + part
+    assert total is not None
+    return total
+
+
+def _leading_subspace(frames: Frames, r: int) -> np.ndarray:
+    """Orthonormal ``(F, r)`` basis of the leading left singular subspace of the unit-norm frames.
 
     Randomised range finder with two power iterations (Halko, Martinsson & Tropp 2011), seeded
     so the result is deterministic: ``O(F N r)`` where a full eigendecomposition of ``U Uᵀ`` is
-    ``O(F³)`` (0.9 s at F = 1025, more than all the rest of a 7 s excerpt).
+    ``O(F³)`` (0.9 s at F = 1025, more than all the rest of a 7 s excerpt). Every step is a sum
+    over blocks of frames, so a recording on disk is read block by block, four times.
     """
     rng = np.random.default_rng(0)
-    Q, _ = np.linalg.qr(U @ rng.standard_normal((U.shape[1], min(r + 10, *U.shape))))
+    c = min(r + 10, frames.n_freqs, frames.n_frames)
+    Q, _ = np.linalg.qr(_block_sum(frames, lambda U: U @ rng.standard_normal((U.shape[1], c))))
     for _ in range(2):
-        Q, _ = np.linalg.qr(U @ (U.T @ Q))
-    left, _, _ = np.linalg.svd(Q.T @ U, full_matrices=False)
-    return np.asarray(Q @ left[:, :r])
+        basis = Q
+        Q, _ = np.linalg.qr(_block_sum(frames, lambda U: U @ (U.T @ basis)))  # noqa: B023 (summed now)
+    # left singular vectors of B = Qᵀ U: eigenvectors of B Bᵀ, largest first
+    _, vectors = np.linalg.eigh(_block_sum(frames, lambda U: (Q.T @ U) @ (Q.T @ U).T))
+    return np.asarray(Q @ vectors[:, ::-1][:, :r])
 
 
-def _context_features(V: np.ndarray, context: int) -> np.ndarray:
-    """Unit-norm context vectors ``(n_dims · n_taps, N)`` float32 whose inner products are
-    :math:`\bar S_{ij}`, the diagonal mean of frame cosines (normalised by the taps inside).
+def _projected(frames: Frames) -> np.ndarray:
+    """The unit-norm frames projected on the :data:`_FEATURES` leading left singular vectors of
+    the normalised spectrogram ``(min(F, _FEATURES), N)`` float32 (which keeps their inner
+    products up to the discarded energy, measured at 1-3 %, and makes the similarity
+    ``F / _FEATURES`` times cheaper): 128 bytes a frame, 40 MB for an hour at 44.1 kHz."""
+    basis = _leading_subspace(frames, _FEATURES) if frames.n_freqs > _FEATURES else None
+    P = np.empty((min(frames.n_freqs, _FEATURES), frames.n_frames), dtype=np.float32)
+    s = 0
+    for V in frames.blocks():
+        U = _unit(V)
+        P[:, s : s + V.shape[1]] = U if basis is None else basis.T @ U
+        s += V.shape[1]
+    return P
 
-    Frames are normalised, projected on the :data:`_FEATURES` leading left singular vectors of
-    the normalised spectrogram (which keeps their inner products up to the discarded energy,
-    measured at 1-3 %, and makes the similarity ``F / _FEATURES`` times cheaper), and stacked with
-    their shifts by each context offset (zero outside the signal).
-    """
-    F, N = V.shape
-    U = V.astype(np.float64) / np.maximum(np.sqrt(np.einsum("fn,fn->n", V, V)), 1e-30)
-    if F > _FEATURES:
-        U = _leading_subspace(U, _FEATURES).T @ U
-    taps = np.unique(np.round(np.linspace(-context, context, _CONTEXT_TAPS)).astype(np.int64))
-    d = U.shape[0]
-    Z = np.zeros((d * taps.size, N), dtype=np.float32)
-    for m, t in enumerate(taps):  # row block m holds frame n + t at column n
-        lo, hi = max(0, -t), min(N, N - t)
-        Z[m * d : (m + 1) * d, lo:hi] = U[:, lo + t : hi + t]
+
+def _context_columns(P: np.ndarray, taps: np.ndarray, at: np.ndarray) -> np.ndarray:
+    r"""Unit-norm context vectors ``(n_dims · n_taps, len(at))`` float32 of frames ``at``, whose
+    inner products are :math:`\bar S_{ij}`, the diagonal mean of frame cosines (normalised by
+    the taps inside): each frame's projection stacked with its shifts by each context offset
+    (zero outside the signal)."""
+    d, N = P.shape
+    Z = np.zeros((d * taps.size, at.size), dtype=np.float32)
+    for m, t in enumerate(taps):  # row block m holds frame n + t at the column of n
+        src = at + t
+        inside = (src >= 0) & (src < N)
+        Z[m * d : (m + 1) * d, inside] = P[:, src[inside]]
     Z /= np.maximum(np.linalg.norm(Z, axis=0), np.finfo(np.float32).tiny)
     return Z
 
 
+class _ContextWindow:
+    """Context vectors of every ``step``-th frame, built for a window of columns and kept while
+    the search's window stays inside it (the whole input when it is shorter than the search
+    window): memory ``O(window)`` whatever the input's length."""
+
+    def __init__(self, P: np.ndarray, context: int, step: int, width: int) -> None:
+        self.P, self.step = P, step
+        self.taps = np.unique(np.round(np.linspace(-context, context, _CONTEXT_TAPS)).astype(np.int64))
+        self.n = -(-P.shape[1] // step)
+        self.span = width + width // 2
+        self.lo = self.hi = 0
+        self.Z = np.zeros((0, 0), dtype=np.float32)
+
+    def columns(self, lo: int, hi: int) -> np.ndarray:
+        if lo < self.lo or hi > self.hi:
+            self.lo, self.hi = lo, min(self.n, max(hi, lo + self.span))
+            self.Z = _context_columns(self.P, self.taps, np.arange(self.lo, self.hi) * self.step)
+        return self.Z[:, lo - self.lo : hi - self.lo]
+
+
 def _neighbours(
-    V: np.ndarray, k: int, min_gap: int, spacing: int, context: int, window: int, callback: Callback | None
+    P: np.ndarray, k: int, min_gap: int, spacing: int, context: int, window: int, callback: Callback | None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Indices ``(N, k)`` of each frame's most similar frames and their similarities (-inf: none).
+    """Indices ``(N, k)`` of each frame's most similar frames and their similarities (-inf: none),
+    from the projected frames ``P`` (:func:`_projected`).
 
     With peaks spaced by 4 frames or more, the search runs on every second frame against every
     second frame (a quarter of the work) and frame ``2r + 1`` takes the neighbours of ``2r``
     shifted by one: along a repeated passage the distance to the repetition is constant.
     Measured on the MUSDB excerpt: the same SDR to 0.05 dB.
     """
-    N = V.shape[1]
-    Z = _context_features(V, context)
+    N = P.shape[1]
     step = 2 if spacing >= 4 else 1
+    n, width = -(-N // step), window // step
+    columns = _ContextWindow(P, context, step, min(n, width)).columns
+    idx_d, sims_d = _search(columns, n, k, -(-min_gap // step), round(spacing / step), width, callback)
     if step == 1:
-        return _search(Z, k, min_gap, spacing, window, callback)
-    idx_d, sims_d = _search(
-        np.ascontiguousarray(Z[:, ::step]), k, -(-min_gap // step), round(spacing / step),
-        window // step, callback,
-    )  # fmt: skip
+        return idx_d, sims_d
     rows = np.arange(N) // step
     idx = idx_d[rows] * step + (np.arange(N) - rows * step)[:, None]
     sims = sims_d[rows].copy()
@@ -279,10 +376,16 @@ def _neighbours(
 
 
 def _search(
-    Z: np.ndarray, k: int, min_gap: int, spacing: int, window: int, callback: Callback | None
+    columns: Callable[[int, int], np.ndarray],
+    N: int,
+    k: int,
+    min_gap: int,
+    spacing: int,
+    window: int,
+    callback: Callback | None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`_neighbours` on context features ``Z`` ``(d, N)``: blocks of rows against all frames."""
-    N = Z.shape[1]
+    """:func:`_neighbours` on ``N`` context vectors (``columns(lo, hi)``: those of ``lo … hi - 1``):
+    blocks of rows against the frames of their window."""
     w = max(1, spacing)  # cells of w frames; a peak within ±spacing is its cell's maximum
     width = min(N, window)
     n_cells = -(-width // w)
@@ -298,7 +401,11 @@ def _search(
         i1 = min(N, i0 + block)
         n = i1 - i0
         c0 = max(0, min(i0 - (window - n) // 2, N - width))
-        np.matmul(Z[:, i0:i1].T, Z[:, c0 : c0 + width], out=buf[:n, spacing : spacing + width])
+        lo = min(i0, c0)  # the rows and their window
+        Z = columns(lo, max(i1, c0 + width))
+        np.matmul(
+            Z[:, i0 - lo : i1 - lo].T, Z[:, c0 - lo : c0 - lo + width], out=buf[:n, spacing : spacing + width]
+        )
         cells = buf[:n, spacing : spacing + n_cells * w].reshape(n, n_cells, w)
         local = np.argmax(cells, axis=2) + np.arange(n_cells) * w  # columns from c0
         val = np.take_along_axis(buf[:n], local + spacing, axis=1)
@@ -366,25 +473,25 @@ def _columnwise_median(G: np.ndarray) -> np.ndarray:
     return out
 
 
-def _median_model(V: np.ndarray, idx: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """Per frame, the median of ``V`` over its valid neighbours (they come first in ``idx``).
+def _median_model(frames: Frames, own: np.ndarray, idx: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Per frame, the median of the spectra of its valid neighbours (they come first in ``idx``
+    ``(n, k)``, indices into ``frames``); ``own`` ``(F, n)`` are the frames' own spectra.
 
     A frame with ``c < k`` neighbours fills its free slots with -inf and +inf in equal numbers,
     which leaves the median unchanged; when ``k - c`` is odd the last slot is dropped (network
     on ``k - 1`` wires). A frame with no neighbour keeps itself: all accompaniment.
     """
-    F = V.shape[0]
+    F = own.shape[0]
     k = idx.shape[1]
-    Vt = np.ascontiguousarray(V.T)  # frames as rows: gathering neighbours copies whole rows
-    M = Vt.copy()
+    M = np.array(own.T, dtype=np.float32, order="C")  # frames as rows (a copy: own is kept)
     for width in (k, k - 1):
         if width == 0:
             continue
-        frames = np.flatnonzero((counts > 0) & ((k - counts) % 2 == k - width))
+        chosen = np.flatnonzero((counts > 0) & ((k - counts) % 2 == k - width))
         step = max(1, _MEDIAN_ENTRIES // (F * width))
-        for s in range(0, frames.size, step):
-            sel = frames[s : s + step]
-            G = Vt[idx[sel, :width].T]  # (width, n_sel, F)
+        for s in range(0, chosen.size, step):
+            sel = chosen[s : s + step]
+            G = frames.gather(idx[sel, :width].T)  # (width, n_sel, F)
             for j in range(width):  # free slots alternate -inf, +inf from the first free one
                 free = np.flatnonzero(counts[sel] <= j)
                 odd = (j - counts[sel[free]]) % 2 == 1
@@ -508,51 +615,102 @@ def separate(
     )
 
 
-def _repet(X: np.ndarray, sample_rate: int, params: RepetParams, callback: Callback | None) -> RepetResult:
-    X = _check_input(X, sample_rate, params)
-    k, mask, high_pass = params.similar_frames, params.mask, params.high_pass
-    n_fft, hop, max_iter, tol = params.n_fft, params.hop, params.max_iter, params.tol
-    # float32 spectra: half the memory of a 5-minute song's (the stems are still float64 and
-    # exact in sum, and float32 rounding is far below the 24-bit output's)
-    S = stft(X.astype(np.float32), n_fft, hop)
-    V = magnitude(S).astype(np.float32)
-    frames_per_s = sample_rate / hop
+# --------------------------------------------------------------------------- shared with streaming
+@dataclass(frozen=True)
+class Repetitions:
+    """Every frame's neighbours, searched over the whole input (steps 2-3).
+
+    Attributes
+    ----------
+    idx, sims : ndarray, (N, k)
+        Neighbour frames, valid ones first, and their similarities (-inf: no neighbour).
+    counts : ndarray, (N,)
+        Valid neighbours per frame.
+    frames_per_s : float
+    min_gap : int
+        The shortest distance to a neighbour, in frames.
+    windowed : bool
+        Whether the search was limited to ±``MAX_SEARCH_S / 2`` around each frame.
+    """
+
+    idx: np.ndarray
+    sims: np.ndarray
+    counts: np.ndarray
+    frames_per_s: float
+    min_gap: int
+    windowed: bool
+
+
+def find_repetitions(
+    frames: Frames, sample_rate: int, params: RepetParams, callback: Callback | None
+) -> Repetitions:
+    """Steps 2-3 on a spectrogram in memory or on disk: the same neighbours either way."""
+    frames_per_s = sample_rate / params.hop
     window = max(1, round(MAX_SEARCH_S * frames_per_s))
     min_gap = max(1, math.ceil(params.min_distance * frames_per_s))
     idx, sims = _neighbours(
-        V,
-        k,
+        _projected(frames),
+        params.similar_frames,
         min_gap=min_gap,
         spacing=round(PEAK_SPACING_S * frames_per_s),
         context=round(CONTEXT_S * frames_per_s),
         window=window,
         callback=callback,
     )
-    valid = np.isfinite(sims)
-    counts = valid.sum(axis=1)
-    W = np.minimum(_median_model(V, idx, counts), V)
-    voice = V - W
-    n_iter, converged = 0, True
-    if mask == "binary":
-        masks = np.stack([voice > W, voice <= W]).astype(np.float32)
-    else:
-        masks = np.empty((2, *V.shape), dtype=np.float32)
-        for f0 in range(0, V.shape[1], _MASK_FRAMES):  # soft_masks works in float64: in blocks
-            cut = slice(f0, f0 + _MASK_FRAMES)
-            masks[:, :, cut] = soft_masks([voice[:, cut], W[:, cut]], power=1.0)
-    final_change = 0.0
-    if params.refine == "nmf":
-        nmf_masks, n_iter, converged, final_change = _nmf_masks(V, voice, W, max_iter, tol, params.seed)
-        masks = 0.5 * (masks + nmf_masks)
-    freqs = np.arange(V.shape[0]) * sample_rate / n_fft
-    low = freqs < high_pass
-    masks[0, low], masks[1, low] = 0.0, 1.0
-    vocals = apply_masks(S, masks[:1], n_fft, hop, X.shape[1])[0].astype(np.float64)
-    stems = np.stack([vocals, X - vocals])  # the masks sum to one: this is the accompaniment's
+    counts = np.isfinite(sims).sum(axis=1)
+    return Repetitions(idx, sims, counts, frames_per_s, min_gap, frames.n_frames > window)
 
-    above = ~low
-    explained = float(W[above].sum(dtype=np.float64) / max(V[above].sum(dtype=np.float64), 1e-30))
-    structure, lag = _lag_structure(idx, valid, min_gap)
+
+def accompaniment(frames: Frames, found: Repetitions, V: np.ndarray, first: int) -> np.ndarray:
+    """Step 4 for frames ``first …`` whose spectra are ``V`` ``(F, n)``: ``W = min(median, V)``."""
+    last = first + V.shape[1]
+    return np.minimum(_median_model(frames, V, found.idx[first:last], found.counts[first:last]), V)
+
+
+def repet_masks(V: np.ndarray, W: np.ndarray, mask: str) -> np.ndarray:
+    """Step 6: the ``(vocals, accompaniment)`` masks ``(2, F, n)`` float32 of the models ``V - W``
+    and ``W``, before the high-pass."""
+    voice = V - W
+    if mask == "binary":
+        return np.stack([voice > W, voice <= W]).astype(np.float32)
+    masks = np.empty((2, *V.shape), dtype=np.float32)
+    for f0 in range(0, V.shape[1], _MASK_FRAMES):  # soft_masks works in float64: in blocks
+        cut = slice(f0, f0 + _MASK_FRAMES)
+        masks[:, :, cut] = soft_masks([voice[:, cut], W[:, cut]], power=1.0)
+    return masks
+
+
+def below_high_pass(n_freqs: int, sample_rate: int, n_fft: int, high_pass: float) -> np.ndarray:
+    """The bins below ``--high-pass`` (the vocals mask is zero there)."""
+    return np.asarray(np.arange(n_freqs) * sample_rate / n_fft < high_pass)
+
+
+@dataclass
+class MaskTotals:
+    """Sums over frames that the facts need: the models' magnitudes above the high-pass (the
+    explained share) and each mask weighted by the energy of its bins (the mask means)."""
+
+    model: float = 0.0
+    mixture: float = 0.0
+    weighted: np.ndarray = field(default_factory=lambda: np.zeros(2))
+    weight: float = 0.0
+
+    def add(self, V: np.ndarray, W: np.ndarray, masks: np.ndarray, above: np.ndarray) -> None:
+        self.model += float(W[above].sum(dtype=np.float64))
+        self.mixture += float(V[above].sum(dtype=np.float64))
+        power = V * V
+        self.weighted += [float(np.sum(m * power, dtype=np.float64)) for m in masks]
+        self.weight += float(np.sum(power, dtype=np.float64))
+
+
+def describe(
+    found: Repetitions, totals: MaskTotals, energy_shares: np.ndarray, params: RepetParams
+) -> tuple[tuple[dict[str, Any], ...], dict[str, Any]]:
+    """Per-stem facts and the run's diagnostics (:class:`RepetResult`); warns when nothing repeats."""
+    idx, sims, frames_per_s = found.idx, found.sims, found.frames_per_s
+    valid = np.isfinite(sims)
+    explained = totals.model / max(totals.mixture, 1e-30)
+    structure, lag = _lag_structure(idx, valid, found.min_gap)
     if structure < MIN_STRUCTURE:
         warnings.warn(
             f"the repetition model does not fit this input: only {structure:.2f} of the similar "
@@ -562,23 +720,13 @@ def _repet(X: np.ndarray, sample_rate: int, params: RepetParams, callback: Callb
             UserWarning,
             stacklevel=3,
         )
-    if not converged and tol > 0:
-        warnings.warn(
-            f"the NMF refinement did not converge in --max-iter {max_iter} (--tol {tol:g}); "
-            "raise --max-iter or --tol",
-            ConvergenceWarning,
-            stacklevel=2,
-        )
     distance = np.abs(idx - np.arange(idx.shape[0])[:, None])[valid] / frames_per_s
     median_sim = float(np.median(sims[valid])) if valid.any() else math.nan
-    energy = float(np.sum(X**2))
-    weight = V * V
-    total_weight = float(np.sum(weight, dtype=np.float64))
     facts = []
     for j, name in enumerate(NAMES):
         fact: dict[str, Any] = {
-            "energy_share": float(np.sum(stems[j] ** 2) / energy),
-            "mask_mean": float(np.sum(masks[j] * weight, dtype=np.float64) / total_weight),
+            "energy_share": float(energy_shares[j]),
+            "mask_mean": float(totals.weighted[j] / totals.weight) if totals.weight else math.nan,
         }
         if name == "accompaniment":
             fact.update(
@@ -596,11 +744,44 @@ def _repet(X: np.ndarray, sample_rate: int, params: RepetParams, callback: Callb
         "explained_share": explained,
         "repeat_lag_s": lag / frames_per_s,
         "median_similarity": median_sim,
-        "mean_neighbours": float(counts.mean()),
-        "frames_without_neighbours": int(np.sum(counts == 0)),
-        "search_window_s": None if idx.shape[0] <= window else MAX_SEARCH_S,
-        "n_fft": n_fft,
-        "hop": hop,
-        "n_frames": int(V.shape[1]),
+        "mean_neighbours": float(found.counts.mean()),
+        "frames_without_neighbours": int(np.sum(found.counts == 0)),
+        "search_window_s": MAX_SEARCH_S if found.windowed else None,
+        "n_fft": params.n_fft,
+        "hop": params.hop,
+        "n_frames": int(idx.shape[0]),
     }
-    return RepetResult(stems, NAMES, tuple(facts), diagnostics, n_iter, converged, final_change)
+    return tuple(facts), diagnostics
+
+
+def _repet(X: np.ndarray, sample_rate: int, params: RepetParams, callback: Callback | None) -> RepetResult:
+    X = _check_input(X, sample_rate, params)
+    n_fft, hop, max_iter, tol = params.n_fft, params.hop, params.max_iter, params.tol
+    # float32 spectra: half the memory of a 5-minute song's (the stems are still float64 and
+    # exact in sum, and float32 rounding is far below the 24-bit output's)
+    S = stft(X.astype(np.float32), n_fft, hop)
+    V = magnitude(S).astype(np.float32)
+    frames = ArrayFrames(V)
+    found = find_repetitions(frames, sample_rate, params, callback)
+    W = accompaniment(frames, found, V, 0)
+    masks = repet_masks(V, W, params.mask)
+    n_iter, converged, final_change = 0, True, 0.0
+    if params.refine == "nmf":
+        nmf_masks, n_iter, converged, final_change = _nmf_masks(V, V - W, W, max_iter, tol, params.seed)
+        masks = 0.5 * (masks + nmf_masks)
+    low = below_high_pass(V.shape[0], sample_rate, n_fft, params.high_pass)
+    masks[0, low], masks[1, low] = 0.0, 1.0
+    vocals = apply_masks(S, masks[:1], n_fft, hop, X.shape[1])[0].astype(np.float64)
+    stems = np.stack([vocals, X - vocals])  # the masks sum to one: this is the accompaniment's
+    totals = MaskTotals()
+    totals.add(V, W, masks, ~low)
+    energy = np.sum(stems**2, axis=(1, 2)) / float(np.sum(X**2))
+    facts, diagnostics = describe(found, totals, energy, params)
+    if not converged and tol > 0:
+        warnings.warn(
+            f"the NMF refinement did not converge in --max-iter {max_iter} (--tol {tol:g}); "
+            "raise --max-iter or --tol",
+            ConvergenceWarning,
+            stacklevel=2,
+        )
+    return RepetResult(stems, NAMES, facts, diagnostics, n_iter, converged, final_change)
