@@ -46,8 +46,8 @@ from demix.types import Callback
 
 __all__ = ["SECTION_FRAMES", "FileFrames", "run_repet_streamed"]
 
-#: Frames per section of the spectrogram pass and of the masking pass (24 s at 44.1 kHz, hop 512).
-SECTION_FRAMES = 2048
+#: Frames per section of the spectrogram pass and of the masking pass (12 s at 44.1 kHz, hop 512).
+SECTION_FRAMES = 1024
 
 
 class FileFrames:

@@ -113,7 +113,7 @@ _MEDIAN_ENTRIES = 1 << 23  # gathered magnitudes per median block (32 MiB)
 _NETWORK_CHUNK = 1 << 16  # columns per pass of the sorting network
 _NMF_RANK = 20  # bases per source in the refinement
 _MASK_FRAMES = 4096  # frames per block of the soft masks
-BLOCK_FRAMES = 8192  # frames per block of the passes over the spectrogram
+BLOCK_FRAMES = 2048  # frames per block of the passes over the spectrogram
 
 
 @dataclass(frozen=True)
@@ -324,7 +324,7 @@ def _context_columns(P: np.ndarray, taps: np.ndarray, at: np.ndarray) -> np.ndar
         src = at + t
         inside = (src >= 0) & (src < N)
         Z[m * d : (m + 1) * d, inside] = P[:, src[inside]]
-    Z /= np.maximum(np.linalg.norm(Z, axis=0), np.finfo(np.float32).tiny)
+    Z /= np.maximum(np.sqrt(np.einsum("ij,ij->j", Z, Z)), np.finfo(np.float32).tiny)
     return Z
 
 
@@ -344,6 +344,7 @@ class _ContextWindow:
     def columns(self, lo: int, hi: int) -> np.ndarray:
         if lo < self.lo or hi > self.hi:
             self.lo, self.hi = lo, min(self.n, max(hi, lo + self.span))
+            self.Z = np.zeros((0, 0), dtype=np.float32)  # the old window goes before the new comes
             self.Z = _context_columns(self.P, self.taps, np.arange(self.lo, self.hi) * self.step)
         return self.Z[:, lo - self.lo : hi - self.lo]
 
@@ -366,13 +367,19 @@ def _neighbours(
     idx_d, sims_d = _search(columns, n, k, -(-min_gap // step), round(spacing / step), width, callback)
     if step == 1:
         return idx_d, sims_d
-    rows = np.arange(N) // step
-    idx = idx_d[rows] * step + (np.arange(N) - rows * step)[:, None]
-    sims = sims_d[rows].copy()
-    sims[idx >= N] = -np.inf
-    idx = np.minimum(idx, N - 1)
-    order = np.argsort(-sims, axis=1, kind="stable")  # valid neighbours first again
-    return np.take_along_axis(idx, order, axis=1), np.take_along_axis(sims, order, axis=1)
+    frame = np.arange(N, dtype=np.int32)
+    rows = frame // step
+    idx = idx_d[rows] * step + (frame - rows * step)[:, None]
+    sims = sims_d[rows]
+    beyond = idx >= N  # a neighbour shifted past the last frame is none
+    if beyond.any():
+        sims[beyond] = -np.inf
+        np.minimum(idx, N - 1, out=idx)
+        cut = np.flatnonzero(beyond.any(axis=1))  # only these rows lost their order
+        order = np.argsort(-sims[cut], axis=1, kind="stable")  # valid neighbours first again
+        idx[cut] = np.take_along_axis(idx[cut], order, axis=1)
+        sims[cut] = np.take_along_axis(sims[cut], order, axis=1)
+    return idx, sims
 
 
 def _search(
@@ -390,7 +397,7 @@ def _search(
     width = min(N, window)
     n_cells = -(-width // w)
     k = min(k, n_cells)
-    idx = np.zeros((N, k), dtype=np.int64)
+    idx = np.zeros((N, k), dtype=np.int32)  # frame indices: 4 bytes each, 25 MB an hour
     sims = np.full((N, k), -np.inf, dtype=np.float32)
     block = int(np.clip(_BLOCK_ENTRIES // width, 8, N))
     # -inf margins of `spacing` columns on the left and at least that on the right
