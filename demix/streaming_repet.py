@@ -46,8 +46,8 @@ from demix.types import Callback
 
 __all__ = ["SECTION_FRAMES", "FileFrames", "run_repet_streamed"]
 
-#: Frames per section of the spectrogram pass and of the masking pass (12 s at 44.1 kHz, hop 512).
-SECTION_FRAMES = 1024
+#: Frames per section of the spectrogram pass and of the masking pass (6 s at 44.1 kHz, hop 512).
+SECTION_FRAMES = 512
 
 
 class FileFrames:
@@ -68,7 +68,7 @@ class FileFrames:
 
     def gather(self, rows: np.ndarray) -> np.ndarray:
         mapped = np.memmap(self.path, dtype=np.float32, mode="r", shape=(self.n_frames, self.n_freqs))
-        gathered = np.array(mapped[rows])
+        gathered = np.asarray(mapped[rows])  # fancy indexing copies: nothing refers to the map
         del mapped
         return gathered
 
@@ -83,6 +83,34 @@ def spectrogram_to_disk(recording: Any, path: Path, n_fft: int, hop: int) -> Fil
     return FileFrames(path, 1 + n_fft // 2, N)
 
 
+def _section_stems(
+    recording: Any,
+    frames: FileFrames,
+    found: repet.Repetitions,
+    params: repet.RepetParams,
+    span: tuple[int, int],
+    totals: repet.MaskTotals,
+) -> np.ndarray:
+    """Step 3 for samples ``a … b``: their stems ``(2, C, b - a)``; the section's own frames added
+    to ``totals`` (its arrays are freed on return, before the next section's are made)."""
+    a, b = span
+    n_fft, hop, N = params.n_fft, params.hop, frames.n_frames
+    margin = n_fft // hop + 1  # frames beyond a section that still overlap its samples
+    f0, f1 = max(a // hop - margin, 0), min(b // hop + margin, N)
+    S = stft_frames(recording, f0, f1, n_fft, hop)
+    V = magnitude(S).astype(np.float32)
+    W = repet.accompaniment(frames, found, V, f0)
+    masks = repet.repet_masks(V, W, params.mask)
+    low = repet.below_high_pass(frames.n_freqs, recording.sample_rate, n_fft, params.high_pass)
+    masks[0, low], masks[1, low] = 0.0, 1.0
+    own = slice(a // hop - f0, (N if b == recording.frames else b // hop) - f0)  # each frame once
+    totals.add(V[:, own], W[:, own], masks[:, :, own], ~low)
+    S *= masks[0]
+    vocals = overlap_add_section(S, f0, a, b, n_fft, hop)
+    X = recording.read(a, b - a)
+    return np.stack([vocals, X - vocals])
+
+
 def _mask_sections(
     recording: Any,
     frames: FileFrames,
@@ -90,26 +118,14 @@ def _mask_sections(
     params: repet.RepetParams,
     stems: ScratchSources,
 ) -> tuple[repet.MaskTotals, float]:
-    """Step 3: every section's stems appended to ``stems``; the mask totals and the input's energy."""
-    n_fft, hop, T = params.n_fft, params.hop, recording.frames
-    N, rate = frames.n_frames, recording.sample_rate
-    low = repet.below_high_pass(frames.n_freqs, rate, n_fft, params.high_pass)
-    margin = n_fft // hop + 1  # frames beyond a section that still overlap its samples
+    """Step 3: every section's stems appended to ``stems``; the mask totals and the input's energy
+    (the stems of a section sum to it)."""
+    T, step = recording.frames, SECTION_FRAMES * params.hop
     totals, energy = repet.MaskTotals(), 0.0
-    for a in range(0, T, SECTION_FRAMES * hop):
-        b = min(a + SECTION_FRAMES * hop, T)
-        f0, f1 = max(a // hop - margin, 0), min(b // hop + margin, N)
-        S = stft_frames(recording, f0, f1, n_fft, hop)
-        V = magnitude(S).astype(np.float32)
-        W = repet.accompaniment(frames, found, V, f0)
-        masks = repet.repet_masks(V, W, params.mask)
-        masks[0, low], masks[1, low] = 0.0, 1.0
-        own = slice(a // hop - f0, (N if b == T else b // hop) - f0)  # each frame counted once
-        totals.add(V[:, own], W[:, own], masks[:, :, own], ~low)
-        vocals = overlap_add_section(S * masks[0], f0, a, b, n_fft, hop)
-        X = recording.read(a, b - a)
-        energy += float(np.sum(X * X))
-        stems.append(np.stack([vocals, X - vocals]))
+    for a in range(0, T, step):
+        section = _section_stems(recording, frames, found, params, (a, min(a + step, T)), totals)
+        energy += float(np.sum(section.sum(axis=0) ** 2))
+        stems.append(section)
     return totals, energy
 
 

@@ -108,8 +108,8 @@ _FEATURES = 32  # dimensions of the projected spectra the similarity compares
 PEAK_SPACING_S = 0.1  # neighbours are local maxima of the similarity within this distance
 MAX_SEARCH_S = 600.0  # inputs up to this long compare every frame with every frame
 MIN_STRUCTURE = 0.19  # below: nothing repeats as passages (warning)
-_BLOCK_ENTRIES = 1 << 22  # similarity entries per row block (16 MiB in float32)
-_MEDIAN_ENTRIES = 1 << 23  # gathered magnitudes per median block (32 MiB)
+_BLOCK_ENTRIES = 1 << 20  # similarity entries per row block: ~40 bytes of temporaries each, 40 MB
+_MEDIAN_ENTRIES = 1 << 21  # gathered magnitudes per median block (8 MiB; the network copies them)
 _NETWORK_CHUNK = 1 << 16  # columns per pass of the sorting network
 _NMF_RANK = 20  # bases per source in the refinement
 _MASK_FRAMES = 4096  # frames per block of the soft masks
@@ -266,7 +266,8 @@ class ArrayFrames:
 def _unit(V: np.ndarray) -> np.ndarray:
     """Frames scaled to unit norm (float64; a silent frame stays zero)."""
     U = V.astype(np.float64)
-    return U / np.maximum(np.sqrt(np.einsum("fn,fn->n", U, U)), 1e-30)
+    U /= np.maximum(np.sqrt(np.einsum("fn,fn->n", U, U)), 1e-30)
+    return U
 
 
 def _block_sum(frames: Frames, term: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
