@@ -27,6 +27,7 @@ What must be shared is the search, so it is the search that runs over the whole 
 
 from __future__ import annotations
 
+import math
 import tempfile
 import time
 import warnings
@@ -42,7 +43,7 @@ from demix.methods import repet
 from demix.registry import MethodSpec
 from demix.scratch import ScratchSources, commit_run
 from demix.spectral import magnitude, overlap_add_section, stft_frames
-from demix.types import Callback
+from demix.types import Callback, IterInfo
 
 __all__ = ["SECTION_FRAMES", "FileFrames", "run_repet_streamed"]
 
@@ -73,13 +74,32 @@ class FileFrames:
         return gathered
 
 
-def spectrogram_to_disk(recording: Any, path: Path, n_fft: int, hop: int) -> FileFrames:
+class _Passes:
+    """The run's three passes (spectrogram, search, masks) as one progress bar of
+    ``3 × STEPS`` steps, each pass a third of it."""
+
+    STEPS = 100
+
+    def __init__(self, callback: Callback | None) -> None:
+        self.callback = callback
+
+    def report(self, stage: int, done: int, total: int) -> None:
+        if self.callback is not None:
+            step = stage * self.STEPS + self.STEPS * done // max(total, 1)
+            self.callback(IterInfo(step, 3 * self.STEPS, math.nan))
+
+
+def spectrogram_to_disk(
+    recording: Any, path: Path, n_fft: int, hop: int, passes: _Passes | None = None
+) -> FileFrames:
     """Step 1: the channel-RMS magnitude of every frame of the recording's STFT into ``path``."""
     N = 1 + recording.frames // hop
     with open(path, "wb") as handle:
         for f0 in range(0, N, SECTION_FRAMES):
             V = magnitude(stft_frames(recording, f0, min(f0 + SECTION_FRAMES, N), n_fft, hop))
             np.ascontiguousarray(V.T, dtype=np.float32).tofile(handle)
+            if passes is not None:
+                passes.report(0, min(f0 + SECTION_FRAMES, N), N)
     return FileFrames(path, 1 + n_fft // 2, N)
 
 
@@ -117,6 +137,7 @@ def _mask_sections(
     found: repet.Repetitions,
     params: repet.RepetParams,
     stems: ScratchSources,
+    passes: _Passes,
 ) -> tuple[repet.MaskTotals, float]:
     """Step 3: every section's stems appended to ``stems``; the mask totals and the input's energy
     (the stems of a section sum to it)."""
@@ -126,6 +147,7 @@ def _mask_sections(
         section = _section_stems(recording, frames, found, params, (a, min(a + step, T)), totals)
         energy += float(np.sum(section.sum(axis=0) ** 2))
         stems.append(section)
+        passes.report(2, min(a + step, T), T)
     return totals, energy
 
 
@@ -141,14 +163,17 @@ def run_repet_streamed(
         rate, C = recording.sample_rate, recording.channels
         repet.check_high_pass(params, rate)
         tic = time.perf_counter()
-        history = History(callback)
+        passes = _Passes(callback)
+        history = History(lambda info: passes.report(1, info.iteration, info.max_iter))  # the search's
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            frames = spectrogram_to_disk(recording, Path(work) / "spectrogram.f32", params.n_fft, params.hop)
+            frames = spectrogram_to_disk(
+                recording, Path(work) / "spectrogram.f32", params.n_fft, params.hop, passes
+            )
             found = repet.find_repetitions(frames, rate, params, history)
             stems = ScratchSources(Path(work), 2, C, rate)
             try:
-                totals, energy = _mask_sections(recording, frames, found, params, stems)
+                totals, energy = _mask_sections(recording, frames, found, params, stems, passes)
             finally:
                 stems.close()
             facts, diagnostics = repet.describe(found, totals, stems.energy / max(energy, 1e-300), params)

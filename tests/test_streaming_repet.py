@@ -8,6 +8,7 @@ every fact is the same.
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -37,16 +38,20 @@ def test_streamed_repet_equals_the_in_memory_path_on_a_real_song(
     monkeypatch.setattr(repet, "BLOCK_FRAMES", 100)  # 6 blocks per pass over the spectrogram
     monkeypatch.setattr(repet, "MAX_SEARCH_S", 3.0)  # the search window moves along the song
     spec = registry.method_spec("repet")
-    manifests, stems = {}, {}
+    manifests, stems, steps = {}, {}, []
     for label, stream in (("streamed", True), ("memory", False)):
         job = Job("repet", "repet", spec.params(), tmp_path / "song.wav", tmp_path / label,
                   WriteOptions(subtype="FLOAT", max_memory_mb=50))  # fmt: skip
-        manifests[label] = run_job(job, stream=stream)
+        report = (lambda info: steps.append((info.iteration, info.max_iter))) if stream else None
+        manifests[label] = run_job(job, stream=stream, callback=report)
         outputs = manifests[label]["outputs"]
         stems[label] = np.stack([sf.read(tmp_path / label / o["file"])[0] for o in outputs])
     streamed, memory = manifests["streamed"], manifests["memory"]
     assert streamed["streaming"]["section_frames"] == 48 and memory.get("streaming") is None
     assert streamed["diagnostics"]["search_window_s"] == 3.0
+    # one progress bar over the three passes: it only moves forward, and ends full
+    assert all(total == 300 for _, total in steps) and steps[-1][0] == 300
+    assert all(b >= a for (a, _), (b, _) in itertools.pairwise(steps))
     # float32 spectra computed a section at a time against all at once: rounding only
     assert np.max(np.abs(stems["streamed"] - stems["memory"])) < 1e-4
     assert np.max(np.abs(stems["streamed"].sum(axis=0) - mixture)) < 1e-5
