@@ -253,7 +253,11 @@ class ArrayFrames:
     def __init__(self, V: np.ndarray) -> None:
         self.n_freqs, self.n_frames = V.shape
         self.V = V
-        self.rows = np.ascontiguousarray(V.T)  # frames as rows: gathering copies whole rows
+
+    @functools.cached_property
+    def rows(self) -> np.ndarray:
+        """Frames as rows, made at the first gather (after the search): a gather copies whole rows."""
+        return np.ascontiguousarray(self.V.T)
 
     def blocks(self) -> Iterator[np.ndarray]:
         for s in range(0, self.n_frames, BLOCK_FRAMES):
