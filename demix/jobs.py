@@ -6,6 +6,7 @@ another process or a cluster worker unchanged.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,14 @@ class WriteOptions:
     def file_name(self, input_stem: str, source: str, index: int) -> str:
         """The file a source is written to, from :attr:`file_template`."""
         return self.file_template.format(input=input_stem, source=source, index=index, ext=self.fmt)
+
+    def file_names(self, input_stem: str, sources: Sequence[str]) -> list[str]:
+        """The files the sources (by name, in output order) are written to; two the same is an
+        error, before anything is written."""
+        files = [self.file_name(input_stem, name, i + 1) for i, name in enumerate(sources)]
+        if len(set(files)) < len(files):
+            raise ParameterError(f"--name {self.file_template!r} gives two sources the same file name")
+        return files
 
 
 def check_file_template(template: str) -> None:

@@ -154,7 +154,7 @@ def run_job(job: Job, *, callback: Callback | None = None, stream: bool | None =
             if separation.names is not None
             else tuple(f"source_{i + 1}" for i in range(len(sources)))
         )
-        files = [options.file_name(stem, name, i + 1) for i, name in enumerate(names)]
+        files = options.file_names(stem, names)
         for file, source in zip(files, sources, strict=True):
             audible(file, source, gain, options.subtype)  # non-finite: error; silent as written: warning
     facts = [separation.facts[i] for i in order] if separation.facts else [{} for _ in order]
@@ -175,8 +175,6 @@ def run_job(job: Job, *, callback: Callback | None = None, stream: bool | None =
                     file, "source", written, name=name, kurtosis=round(kurt, 3), method_index=index, **fact
                 )
             )
-        if len({o["file"] for o in outputs}) < len(outputs):
-            raise ParameterError(f"--name {options.file_template!r} gives two sources the same file name")
         if options.plot:
             from demix.plots import stage_figures
 

@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import soundfile as sf
 
-from demix.errors import ParameterError
 from demix.jobs import Job, WriteOptions
 
 if TYPE_CHECKING:
@@ -142,9 +141,7 @@ def commit_run(
     tic = time.perf_counter()
     options = job.options
     gain = 1.0 if options.scale == "unit" else run_gain([stitched.peak])
-    files = [options.file_name(input_stem(job.source), name, i + 1) for i, name in enumerate(names)]
-    if len(set(files)) < len(files):
-        raise ParameterError(f"--name {options.file_template!r} gives two sources the same file name")
+    files = options.file_names(input_stem(job.source), names)
     outputs = stitched.output_records(files, names, gain, order, facts)
     manifest = pipeline.start_manifest(job, spec, record)
     with RunFolder(job.folder) as folder:

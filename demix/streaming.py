@@ -706,9 +706,7 @@ def run_streamed(
         )
         facts = [separation.facts[i] for i in order] if separation.facts else [{} for _ in order]
         stem = input_stem(job.source)
-        files = [options.file_name(stem, name, i + 1) for i, name in enumerate(names)]
-        if len(set(files)) < len(files):
-            raise ParameterError(f"--name {options.file_template!r} gives two sources the same file name")
+        files = options.file_names(stem, names)
 
         manifest = pipeline.start_manifest(job, spec, record)
         outputs = [

@@ -16,6 +16,8 @@ from typer.testing import CliRunner
 
 from demix.audio import read_audio
 from demix.cli import app
+from demix.errors import ParameterError
+from demix.jobs import WriteOptions
 from demix.metrics import bss_eval_sources
 from tests.conftest import ROOT, SAMPLE_AUDIO, shared, write_wav
 
@@ -227,6 +229,15 @@ def test_naming_templates_name_files_and_folders(speech_mix: tuple[Path, np.ndar
         assert code == 2 and fragment in err, err
     code, _, err = run("ica", mix, other, "-o", tmp_path / "bad", "--folder", "all")
     assert code == 2 and "every run in one folder" in err and not (tmp_path / "bad").exists()
+
+
+def test_a_template_that_names_two_sources_alike_is_refused_before_writing() -> None:
+    """``{source}`` alone passes the template check but not two sources of one name (a method's
+    names are its own): every path, in memory or streamed, asks ``WriteOptions.file_names``."""
+    options = WriteOptions(file_template="{source}.{ext}")
+    assert options.file_names("song", ["vocals", "accompaniment"]) == ["vocals.wav", "accompaniment.wav"]
+    with pytest.raises(ParameterError, match="gives two sources the same file name"):
+        options.file_names("song", ["drums", "drums"])
 
 
 def test_stdin_is_an_input(speech_mix: tuple[Path, np.ndarray], tmp_path: Path) -> None:
