@@ -299,7 +299,7 @@ def _leading_subspace(frames: Frames, r: int) -> np.ndarray:
         basis = Q
         Q, _ = np.linalg.qr(_block_sum(frames, lambda U: U @ (U.T @ basis)))  # noqa: B023 (summed now)
     # left singular vectors of B = Qᵀ U: eigenvectors of B Bᵀ, largest first
-    _, vectors = np.linalg.eigh(_block_sum(frames, lambda U: (Q.T @ U) @ (Q.T @ U).T))
+    _, vectors = np.linalg.eigh(_block_sum(frames, lambda U: (B := Q.T @ U) @ B.T))
     return np.asarray(Q @ vectors[:, ::-1][:, :r])
 
 
